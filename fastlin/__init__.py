@@ -1,0 +1,27 @@
+"""fastlin: fast full-batch GD for deep linear networks, orthogonal vs Gaussian init.
+
+Public API::
+
+    haar_orthogonal, init_weights, network_dims, paper_data, theorem_lr,
+    train, TrainResult, Chains
+
+Importing fastlin needs no GPU and compiles nothing; kernels load on first use.
+"""
+
+from .init import haar_orthogonal, init_weights, network_dims, paper_data
+from .model import theorem_lr
+from .train import BACKENDS, Chains, TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "Chains",
+    "TrainResult",
+    "haar_orthogonal",
+    "init_weights",
+    "network_dims",
+    "paper_data",
+    "theorem_lr",
+    "train",
+]

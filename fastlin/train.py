@@ -1,0 +1,164 @@
+"""The GD driver: validation, backend dispatch, loss history and status."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .kernels import COMPLETED, CONVERGED, DIVERGED, STATUS_NAMES
+from .model import check_lr, check_problem, check_steps, layer_rates, to_normalized, to_raw
+
+# One explicit dispatch table (CONVENTIONS.md item 1); modules load on first
+# use so that `import fastlin` compiles nothing and needs no GPU.
+BACKENDS = {
+    "numpy": "fastlin.kernels.reference",
+    "cpu": "fastlin.kernels.cpu",
+    "cuda": "fastlin.kernels.cuda",
+}
+DEFAULT_BACKEND = "numpy"
+
+# A chunk of steps runs in one kernel call; chunks grow until one takes this
+# long, so progress bars move and Python never loops over single steps of a
+# fast kernel.
+_CHUNK_SECONDS = 0.25
+
+
+class Chains(NamedTuple):
+    """Cached chains at one step t, in normalized form (DESIGN.md).
+
+    A[i-1] = A_i = V_{i-1}...V_1 X for i = 1..L+1 (A[0] = X, A[L] = f(X));
+    B[i] = B_i = V_L...V_{i+1} for i = 0..L (B[L] = I); E = f(X) - Y.
+    """
+
+    A: list
+    B: list
+    E: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    loss : float64 array of shape (steps + 1,), loss(t) for t = 0..steps,
+        loss = 1/2 ||alpha W_L...W_1 X - Y||_F^2. After convergence it holds
+        its last value; after divergence it is NaN.
+    weights : final raw paper weights W_1..W_L.
+    status : "completed", "converged" (loss(t)/loss(0) <= rtol_stop) or
+        "diverged" (first non-finite loss at step ``steps_run``).
+    steps_run : GD steps actually taken.
+    chains : {t: Chains} for the steps named in ``record``.
+    """
+
+    loss: np.ndarray
+    weights: list
+    status: str
+    steps_run: int
+    dims: list
+    lr: float
+    backend: str
+    dtype: str
+    seconds: float
+    chains: dict = field(default_factory=dict)
+
+    @property
+    def relative_loss(self) -> np.ndarray:
+        """loss(t) / loss(0)."""
+        return self.loss / self.loss[0]
+
+
+def get_backend(name: str):
+    """The kernel module for ``name``, or a clear error if unknown/unavailable."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))}")
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except ImportError as exc:
+        raise RuntimeError(f"backend {name!r} is not available on this machine: {exc}") from exc
+
+
+def _check_record(record, steps: int) -> list[int]:
+    if record is None:
+        return []
+    out = sorted({int(t) for t in record})
+    bad = [t for t in out if t < 0 or t > steps]
+    if bad:
+        raise ValueError(f"record steps must lie in [0, steps={steps}], got {bad}")
+    return out
+
+
+def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol_stop=None,
+          progress=False, record=None) -> TrainResult:
+    """Train a deep linear net f(x) = alpha W_L...W_1 x by full-batch GD.
+
+    Parameters
+    ----------
+    weights : list of 2-D arrays
+        Raw paper weights W_1..W_L (W_i of shape (d_i, d_{i-1})); not modified.
+    X, Y : 2-D arrays, shapes (d_0, n) and (d_L, n).
+    lr : float
+        The paper's learning rate on the raw W_i (e.g. :func:`theorem_lr`).
+    steps : int
+        Number of GD steps.
+    backend : "numpy", "cpu" or "cuda".
+    dtype : float64 or float32, optional
+        Working precision; by default the arrays' common dtype (mixed dtypes
+        are refused unless this is given).
+    rtol_stop : float in (0, 1), optional
+        Stop with status "converged" once loss(t)/loss(0) <= rtol_stop.
+    progress : bool
+        Show a progress bar over steps.
+    record : iterable of int, optional
+        Steps t at which to keep the chains A_i, B_i, E (``result.chains``).
+    """
+    dims, dtype = check_problem(weights, X, Y, dtype)
+    lr = check_lr(lr)
+    steps = check_steps(steps)
+    if rtol_stop is not None:
+        if not isinstance(rtol_stop, (int, float)) or not 0 < rtol_stop < 1:
+            raise ValueError(f"rtol_stop must be a number in (0, 1), got {rtol_stop!r}")
+    record_steps = _check_record(record, steps)
+    kernel = get_backend(backend)
+
+    started = time.perf_counter()
+    V = to_normalized(weights, dims, dtype)
+    state = kernel.init_state(V, np.ascontiguousarray(X, dtype=dtype),
+                              np.ascontiguousarray(Y, dtype=dtype), layer_rates(lr, dims))
+    loss = np.full(steps + 1, np.nan)
+    loss[0] = state.loss0
+    loss_stop = -math.inf if rtol_stop is None else rtol_stop * state.loss0
+    chains = {}
+    t, status = 0, COMPLETED
+    if not math.isfinite(state.loss0):
+        status = DIVERGED
+    elif state.loss0 == 0 and rtol_stop is not None:
+        status = CONVERGED
+    stops = record_steps + [steps]
+    chunk = 1
+    with tqdm(total=steps, disable=not progress, unit="step", desc=f"train L={len(dims) - 1}",
+              leave=False) as bar:
+        while status == COMPLETED:
+            if t in record_steps and t not in chains:
+                chains[t] = Chains(*kernel.chains(state))
+            if t == steps:
+                break
+            todo = min(chunk, next(s for s in stops if s > t) - t)
+            tick = time.perf_counter()
+            done, status = kernel.run_steps(state, loss[t + 1:t + 1 + todo], loss_stop)
+            t += done
+            bar.update(done)
+            if time.perf_counter() - tick < _CHUNK_SECONDS:
+                chunk *= 2
+    if status == CONVERGED:
+        loss[t + 1:] = loss[t]
+    elif status == DIVERGED:
+        loss[t + 1:] = np.nan
+    return TrainResult(loss=loss, weights=to_raw(kernel.weights(state), dims),
+                       status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
+                       backend=backend, dtype=str(dtype),
+                       seconds=time.perf_counter() - started, chains=chains)

@@ -1,0 +1,178 @@
+"""The NumPy reference trainer and the driver (issue: foundation)."""
+
+import numpy as np
+import pytest
+
+import fastlin
+from fastlin.kernels import reference
+from fastlin.model import to_normalized
+from helpers import direct_gd, direct_grads, direct_loss, random_problem
+
+# (dims, n): L = 1, 2 and deeper; m < n; m = dy; dx != m; dx < m.
+SHAPES = [
+    ([7, 3], 5),
+    ([6, 9, 4], 5),
+    ([12, 4, 4, 4, 3], 9),     # m < n
+    ([5, 3, 3, 3], 4),         # m = dy
+    ([10, 6, 6, 6, 6, 2], 3),  # dx != m
+    ([3, 8, 8, 8, 4], 6),      # dx < m
+]
+
+
+def rel_err(a, b):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("dims, n", SHAPES)
+def test_loss_matches_direct_formula_with_alpha(dims, n, rng):
+    Ws, X, Y = random_problem(rng, dims, n)
+    result = fastlin.train(Ws, X, Y, lr=1e-3, steps=0)
+    assert result.loss.shape == (1,)
+    assert result.loss[0] == pytest.approx(direct_loss(Ws, X, Y), rel=1e-12)
+
+
+@pytest.mark.parametrize("dims, n", SHAPES)
+def test_gradients_match_finite_differences(dims, n, rng):
+    Ws, X, Y = random_problem(rng, dims, n)
+    V = to_normalized(Ws, dims, np.float64)
+    _, grads = reference.gradients(V, X, Y)
+    h = 1e-6
+    for i, (Vi, Gi) in enumerate(zip(V, grads)):
+        for _ in range(4):
+            r, c = rng.integers(Vi.shape[0]), rng.integers(Vi.shape[1])
+            up = [v.copy() for v in V]
+            down = [v.copy() for v in V]
+            up[i][r, c] += h
+            down[i][r, c] -= h
+            fd = (reference.gradients(up, X, Y)[0] - reference.gradients(down, X, Y)[0]) / (2 * h)
+            assert fd == pytest.approx(Gi[r, c], rel=1e-5, abs=1e-7 * np.max(np.abs(Gi)))
+    # the independent raw-parametrization gradient passes the same check
+    Graw = direct_grads(Ws, X, Y)
+    i = len(Ws) - 1
+    r, c = 0, Ws[i].shape[1] - 1
+    up = [W.copy() for W in Ws]
+    down = [W.copy() for W in Ws]
+    up[i][r, c] += h
+    down[i][r, c] -= h
+    fd = (direct_loss(up, X, Y) - direct_loss(down, X, Y)) / (2 * h)
+    assert fd == pytest.approx(Graw[i][r, c], rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+@pytest.mark.parametrize("dims, n", SHAPES)
+def test_trainer_matches_direct_gd(dims, n, init, rng):
+    Ws, X, Y = random_problem(rng, dims, n, init)
+    lr = 0.5 * fastlin.theorem_lr(X, len(dims) - 1, dims[-1])
+    expected_loss, expected_W = direct_gd(Ws, X, Y, lr, steps=6)
+    result = fastlin.train(Ws, X, Y, lr=lr, steps=6)
+    assert result.status == "completed" and result.steps_run == 6
+    assert rel_err(result.loss, expected_loss) < 1e-10
+    for W, W_ref in zip(result.weights, expected_W):
+        assert rel_err(W, W_ref) < 1e-10
+
+
+def test_inputs_unchanged(rng):
+    Ws, X, Y = random_problem(rng, [6, 5, 5, 3], 4)
+    copies = [a.copy() for a in Ws + [X, Y]]
+    result = fastlin.train(Ws, X, Y, lr=1e-2, steps=5)
+    assert all(np.array_equal(a, b) for a, b in zip(Ws + [X, Y], copies))
+    assert not np.array_equal(result.weights[0], Ws[0])
+
+
+def test_divergence_is_a_status(rng):
+    Ws, X, Y = random_problem(rng, [6, 5, 5, 3], 4)
+    result = fastlin.train(Ws, X, Y, lr=1e4, steps=200)
+    assert result.status == "diverged"
+    t = result.steps_run
+    assert 0 < t < 200
+    assert np.all(np.isfinite(result.loss[:t]))
+    assert not np.isfinite(result.loss[t])
+    assert np.all(np.isnan(result.loss[t + 1:]))
+
+
+def test_rtol_stop_converges_and_holds_last_value(rng):
+    X, Y = fastlin.paper_data(rng=1, dx=32, n=4, dy=3)
+    Ws = fastlin.init_weights(fastlin.network_dims(3, 16, 32, 3), "orthogonal", rng=2)
+    lr = fastlin.theorem_lr(X, 3, 3)
+    result = fastlin.train(Ws, X, Y, lr=lr, steps=5000, rtol_stop=1e-3)
+    assert result.status == "converged"
+    t = result.steps_run
+    assert t < 5000
+    assert result.relative_loss[t] <= 1e-3 < result.relative_loss[t - 1]
+    assert np.all(result.loss[t:] == result.loss[t])
+
+
+def test_float32_stays_float32(rng):
+    Ws, X, Y = random_problem(rng, [6, 5, 5, 3], 4, dtype=np.float32)
+    result = fastlin.train(Ws, X, Y, lr=1e-2, steps=3)
+    assert result.weights[0].dtype == np.float32 and result.loss.dtype == np.float64
+    ref = fastlin.train([W.astype(np.float64) for W in Ws], X.astype(np.float64),
+                        Y.astype(np.float64), lr=1e-2, steps=3)
+    assert rel_err(result.loss, ref.loss) < 1e-4
+
+
+def test_deep_net_has_no_underflow():
+    """alpha = 30^(-699/2) / sqrt(10) ~ 1e-517 underflows; the normalized form must not."""
+    X, Y = fastlin.paper_data(rng=0, dx=64, n=4, dy=10)
+    dims = fastlin.network_dims(700, 30, 64, 10)
+    Ws = fastlin.init_weights(dims, "orthogonal", rng=0)
+    result = fastlin.train(Ws, X, Y, lr=fastlin.theorem_lr(X, 700, 10), steps=3)
+    assert result.status == "completed"
+    assert np.all(np.isfinite(result.loss)) and result.loss[0] > 0
+    # Orthogonal init is a scaled isometry: ||f(X)|| is of the order of ||X|| sqrt(dy/dx)-ish, not 0 or inf.
+    f_norm2 = 2 * result.loss[0]  # loss(0) includes ||f - Y||^2
+    assert 1e-3 < f_norm2 / np.sum(Y**2) < 1e3
+    assert result.loss[3] < result.loss[0]
+
+
+def test_record_chains(rng):
+    Ws, X, Y = random_problem(rng, [6, 5, 5, 3], 4)
+    result = fastlin.train(Ws, X, Y, lr=1e-2, steps=4, record=[0, 4, 2])
+    assert sorted(result.chains) == [0, 2, 4]
+    A, B, E = result.chains[4]
+    dims = result.dims
+    V = to_normalized(result.weights, dims, np.float64)
+    np.testing.assert_allclose(A[-1], reference.prefix_chain(V, X)[-1], rtol=1e-12)
+    np.testing.assert_allclose(B[0], reference.suffix_chain(V)[0], rtol=1e-12)
+    np.testing.assert_allclose(0.5 * np.sum(E**2), result.loss[4], rtol=1e-12)
+    with pytest.raises(ValueError):
+        fastlin.train(Ws, X, Y, lr=1e-2, steps=4, record=[5])
+
+
+def good_problem():
+    rng = np.random.default_rng(0)
+    return random_problem(rng, [6, 5, 5, 3], 4)
+
+
+@pytest.mark.parametrize("mutate, exc, match", [
+    (lambda W, X, Y, kw: ([W[0], W[0]] + W[1:], X, Y, kw), ValueError, "shape chain"),
+    (lambda W, X, Y, kw: (W, X[:, :3], Y, kw), ValueError, "columns"),
+    (lambda W, X, Y, kw: (W, X[:5], Y, kw), ValueError, "rows"),
+    (lambda W, X, Y, kw: (W, X, Y[:2], kw), ValueError, "rows"),
+    (lambda W, X, Y, kw: (W, np.where(X > 0, np.nan, X), Y, kw), ValueError, "non-finite"),
+    (lambda W, X, Y, kw: (W, X, np.full_like(Y, np.inf), kw), ValueError, "non-finite"),
+    (lambda W, X, Y, kw: ([W[0] * np.inf] + W[1:], X, Y, kw), ValueError, "non-finite"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "lr": 0.0}), ValueError, "lr"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "lr": -1.0}), ValueError, "lr"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "lr": float("nan")}), ValueError, "lr"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "lr": "big"}), TypeError, "lr"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "steps": -1}), ValueError, "steps"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "steps": 2.5}), TypeError, "steps"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "backend": "tpu"}), ValueError, "unknown backend"),
+    (lambda W, X, Y, kw: (W, X, Y, {**kw, "rtol_stop": 2.0}), ValueError, "rtol_stop"),
+    (lambda W, X, Y, kw: (W, X.astype(np.float32), Y, kw), TypeError, "mixed dtypes"),
+    (lambda W, X, Y, kw: (W, X.astype(np.int64), Y, kw), TypeError, "dtype"),
+    (lambda W, X, Y, kw: ([], X, Y, kw), TypeError, "non-empty"),
+    (lambda W, X, Y, kw: (W, X.ravel(), Y, kw), TypeError, "2-D"),
+])
+def test_bad_input_raises(mutate, exc, match):
+    W, X, Y = good_problem()
+    W, X, Y, kw = mutate(W, X, Y, {"lr": 1e-2, "steps": 3})
+    with pytest.raises(exc, match=match):
+        fastlin.train(W, X, Y, **kw)
+
+
+def test_explicit_dtype_converts_mixed_inputs():
+    W, X, Y = good_problem()
+    result = fastlin.train(W, X.astype(np.float32), Y, lr=1e-2, steps=2, dtype=np.float64)
+    assert result.dtype == "float64" and result.status == "completed"
