@@ -1,0 +1,413 @@
+"""Numba CPU backend: the one-pass fused GD step (DESIGN.md), serial and parallel.
+
+Each GD step is ONE sweep over the weights, alternating direction:
+
+* upward pass (layers 1..L), given the cached suffix chains B_i(t) and E(t):
+  V_i(t+1) = V_i(t) - eta_i B_i(t)^T E(t) A_i(t)^T, while the old prefix chain
+  A_{i+1}(t) = V_i(t) A_i(t) and the new one A'_{i+1}(t+1) = V_i(t+1) A'_i(t+1)
+  are carried up; A'(t+1) is cached and A'_{L+1}(t+1) = f(t+1) gives E(t+1).
+* downward pass (layers L..1), symmetric: B_{i-1}(t+1) = B_i V_i(t+1) (old)
+  and B'_{i-1}(t+2) = B'_i V_i(t+2) (new, cached); B'_0 X = f(t+2).
+
+Both chains are computed from the OLD weights in one tile sweep, the new one
+then corrected by a rank-r term, r = min(n, d_y):
+V_new A' = V A' - Lf^T (Rf A') and B' V_new = B' V - (B' Lf^T) Rf, where the
+gradient step is eta_i B_i^T E A_i^T = Lf^T Rf (rank r, never formed as a
+matrix). So each weight is read once and written once per step, while it sits
+in the L1/L2 cache.
+
+Layout: all V_i in one flat buffer (layer k at ``voff[k]``, shape
+(d_{k+1}, d_k)); chains stored transposed with both halves in one block per
+level j = 0..L: ``A2`` level j is (2n, d_j) (rows 0..n-1 old A, n..2n-1 new
+A'), ``B2`` level j is (2 d_y, d_j) (rows 0..dy-1 old B, dy..2dy-1 new B').
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from . import COMPLETED, CONVERGED, DIVERGED
+from .options import parallel, serial
+from .reference import half_squared_norm, prefix_chain, suffix_chain
+
+# A layer with at least this many weights is swept by all threads (rows of
+# the layer in parallel upward, column blocks downward); smaller layers run
+# serially, since a parallel region costs a few microseconds to open and the
+# step opens L of them. Measured with bench/threshold.py (see bench/README.md).
+PARALLEL_MIN_WEIGHTS = 1 << 14
+# Rows per tile in the upward pass and columns per block in the downward pass.
+ROW_TILE = 4
+COL_BLOCK = 128
+
+# Tile kernels: plain loops over 2-D views, shared by serial and parallel sweeps.
+
+
+@serial
+def chain_rows(Vk, A_in, A_out, r0, r1):
+    """A_out[s, r] = sum_c Vk[r, c] A_in[s, c] for rows r in [r0, r1), all s.
+
+    Register tile of 4 rows x 2 chain columns; the inner loop over c is a
+    vectorized dot product.
+    """
+    din = Vk.shape[1]
+    S = A_in.shape[0]
+    r = r0
+    while r + 4 <= r1:
+        for s in range(0, S - 1, 2):
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = Vk.dtype.type(0)
+            for c in range(din):
+                b0 = A_in[s, c]
+                b1 = A_in[s + 1, c]
+                v0 = Vk[r, c]
+                v1 = Vk[r + 1, c]
+                v2 = Vk[r + 2, c]
+                v3 = Vk[r + 3, c]
+                a00 += v0 * b0
+                a01 += v0 * b1
+                a10 += v1 * b0
+                a11 += v1 * b1
+                a20 += v2 * b0
+                a21 += v2 * b1
+                a30 += v3 * b0
+                a31 += v3 * b1
+            A_out[s, r] = a00
+            A_out[s + 1, r] = a01
+            A_out[s, r + 1] = a10
+            A_out[s + 1, r + 1] = a11
+            A_out[s, r + 2] = a20
+            A_out[s + 1, r + 2] = a21
+            A_out[s, r + 3] = a30
+            A_out[s + 1, r + 3] = a31
+        r += 4
+    while r < r1:
+        for s in range(S):
+            acc = Vk.dtype.type(0)
+            for c in range(din):
+                acc += Vk[r, c] * A_in[s, c]
+            A_out[s, r] = acc
+        r += 1
+
+
+@serial
+def update_rows(Vk, Lf, Rf, rank, r0, r1, c0, c1):
+    """Vk[r, c] -= sum_q Lf[q, r] Rf[q, c] on the block [r0, r1) x [c0, c1).
+
+    The rank-r gradient step; terms are taken four at a time so each pass
+    over a row does four FMAs per load and store of Vk. Loops run over 1-D
+    row views indexed from 0: numba then emits no negative-index wraparound
+    test and LLVM vectorizes them.
+    """
+    width = c1 - c0
+    for r in range(r0, r1):
+        v = Vk[r][c0:c1]
+        q = 0
+        while q + 4 <= rank:
+            l0 = Lf[q, r]
+            l1 = Lf[q + 1, r]
+            l2 = Lf[q + 2, r]
+            l3 = Lf[q + 3, r]
+            g0 = Rf[q][c0:c1]
+            g1 = Rf[q + 1][c0:c1]
+            g2 = Rf[q + 2][c0:c1]
+            g3 = Rf[q + 3][c0:c1]
+            for c in range(width):
+                v[c] -= (l0 * g0[c] + l1 * g1[c]) + (l2 * g2[c] + l3 * g3[c])
+            q += 4
+        while q < rank:
+            l0 = Lf[q, r]
+            g0 = Rf[q][c0:c1]
+            for c in range(width):
+                v[c] -= l0 * g0[c]
+            q += 1
+
+
+@serial
+def chain_cols(Vk, B_in, acc, r0, r1, c0):
+    """acc[p, c] += sum_{r in [r0, r1)} B_in[p, r] Vk[r, c0 + c] for all p and c < acc width."""
+    P = B_in.shape[0]
+    width = acc.shape[1]
+    c1 = c0 + width
+    r = r0
+    while r + 4 <= r1:
+        v0 = Vk[r][c0:c1]
+        v1 = Vk[r + 1][c0:c1]
+        v2 = Vk[r + 2][c0:c1]
+        v3 = Vk[r + 3][c0:c1]
+        for p in range(P):
+            b0 = B_in[p, r]
+            b1 = B_in[p, r + 1]
+            b2 = B_in[p, r + 2]
+            b3 = B_in[p, r + 3]
+            out = acc[p]
+            for c in range(width):
+                out[c] += (b0 * v0[c] + b1 * v1[c]) + (b2 * v2[c] + b3 * v3[c])
+        r += 4
+    while r < r1:
+        v0 = Vk[r][c0:c1]
+        for p in range(P):
+            b0 = B_in[p, r]
+            out = acc[p]
+            for c in range(width):
+                out[c] += b0 * v0[c]
+        r += 1
+
+
+@serial
+def up_tile(Vk, A_in, A_out, Lf, Rf, W, rank, n, r0, r1):
+    """Rows [r0, r1) of one upward layer: both chains, the update, the correction."""
+    chain_rows(Vk, A_in, A_out, r0, r1)
+    update_rows(Vk, Lf, Rf, rank, r0, r1, 0, Vk.shape[1])
+    for r in range(r0, r1):
+        for s in range(n):
+            acc = Vk.dtype.type(0)
+            for q in range(rank):
+                acc += Lf[q, r] * W[q, s]
+            A_out[n + s, r] -= acc
+
+
+@serial
+def down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, c0, c1):
+    """Columns [c0, c1) of one downward layer: both chains, the update, the correction.
+
+    The chains accumulate in a contiguous block buffer: rows of B_out lie
+    d_in apart, and at d_in = 1024 (8 KB) the 2 d_y of them would all fall
+    in the same L1 cache sets.
+    """
+    acc = np.zeros((B_out.shape[0], c1 - c0), dtype=B_out.dtype)
+    dout = Vk.shape[0]
+    for r in range(0, dout, ROW_TILE):
+        r1 = min(r + ROW_TILE, dout)
+        chain_cols(Vk, B_in, acc, r, r1, c0)
+        update_rows(Vk, Lf, Rf, rank, r, r1, c0, c1)
+    for p in range(dy):
+        for q in range(rank):
+            z = Z[p, q]
+            for c in range(c1 - c0):
+                acc[dy + p, c] -= z * Rf[q, c0 + c]
+    for p in range(B_out.shape[0]):
+        for c in range(c1 - c0):
+            B_out[p, c0 + c] = acc[p, c]
+
+
+@serial
+def up_layer_serial(Vk, A_in, A_out, Lf, Rf, W, rank, n):
+    up_tile(Vk, A_in, A_out, Lf, Rf, W, rank, n, 0, Vk.shape[0])
+
+
+@parallel
+def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, W, rank, n):
+    dout = Vk.shape[0]
+    ntiles = (dout + ROW_TILE - 1) // ROW_TILE
+    for t in prange(ntiles):
+        r0 = t * ROW_TILE
+        up_tile(Vk, A_in, A_out, Lf, Rf, W, rank, n, r0, min(r0 + ROW_TILE, dout))
+
+
+@serial
+def down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy):
+    down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, 0, Vk.shape[1])
+
+
+@parallel
+def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy):
+    din = Vk.shape[1]
+    nblocks = (din + COL_BLOCK - 1) // COL_BLOCK
+    for t in prange(nblocks):
+        c0 = t * COL_BLOCK
+        down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, c0, min(c0 + COL_BLOCK, din))
+
+
+@serial
+def gradient_factors(B, AT, E, eta, Lf, Rf):
+    """Write eta B^T E A^T = Lf^T Rf with rank r = min(n, dy); return r.
+
+    B: (dy, d_out) suffix chain, AT: (n, d_in) transposed prefix chain,
+    E: (dy, n). dy <= n: Lf = eta B, Rf = E A^T; else Lf = eta E^T B, Rf = A^T.
+    """
+    dy, n = E.shape
+    dout = B.shape[1]
+    din = AT.shape[1]
+    if dy <= n:
+        for q in range(dy):
+            for r in range(dout):
+                Lf[q, r] = eta * B[q, r]
+            for c in range(din):
+                Rf[q, c] = 0
+            for s in range(n):
+                e = E[q, s]
+                for c in range(din):
+                    Rf[q, c] += e * AT[s, c]
+        return dy
+    for s in range(n):
+        for r in range(dout):
+            Lf[s, r] = 0
+        for q in range(dy):
+            e = eta * E[q, s]
+            for r in range(dout):
+                Lf[s, r] += e * B[q, r]
+        for c in range(din):
+            Rf[s, c] = AT[s, c]
+    return n
+
+
+@serial
+def small_product_t(Pm, Qm, out, rows, cols, inner):
+    """out[i, j] = sum_k Pm[i, k] Qm[j, k] for i < rows, j < cols, k < inner."""
+    for i in range(rows):
+        for j in range(cols):
+            acc = out.dtype.type(0)
+            for k in range(inner):
+                acc += Pm[i, k] * Qm[j, k]
+            out[i, j] = acc
+
+
+@serial
+def residual_loss(E, f_T, Y):
+    """E = f - Y from the transposed output f_T (n, dy); return 1/2 ||E||^2 in float64."""
+    dy, n = E.shape
+    loss = 0.0
+    for p in range(dy):
+        for s in range(n):
+            e = f_T[s, p] - Y[p, s]
+            E[p, s] = e
+            loss += np.float64(e) * np.float64(e)
+    return 0.5 * loss
+
+
+@serial
+def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_parallel):
+    """Step t -> t+1 going up; returns loss(t+1)."""
+    L = dims.size - 1
+    for k in range(L):
+        din, dout = dims[k], dims[k + 1]
+        Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
+        A_in = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))
+        A_out = A2[aoff[k + 1]:aoff[k + 2]].reshape((2 * n, dout))
+        B_cached = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))[dy:]
+        rank = gradient_factors(B_cached, A_in[:n], E, eta[k], Lf, Rf)
+        # W = Rf A'^T (rank x n): the new chain's correction factor.
+        small_product_t(Rf, A_in[n:], W, rank, n, din)
+        if dout * din >= min_parallel:
+            up_layer_parallel(Vk, A_in, A_out, Lf, Rf, W, rank, n)
+        else:
+            up_layer_serial(Vk, A_in, A_out, Lf, Rf, W, rank, n)
+    return residual_loss(E, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
+
+
+@serial
+def down_pass(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, Z, f_T, n, dy, min_parallel):
+    """Step t+1 -> t+2 going down; returns loss(t+2)."""
+    L = dims.size - 1
+    for k in range(L - 1, -1, -1):
+        din, dout = dims[k], dims[k + 1]
+        Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
+        B_in = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))
+        B_out = B2[boff[k]:boff[k + 1]].reshape((2 * dy, din))
+        A_cached = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))[n:]
+        rank = gradient_factors(B_in[:dy], A_cached, E, eta[k], Lf, Rf)
+        # Z = B' Lf^T (dy x rank): the new chain's correction factor.
+        small_product_t(B_in[dy:], Lf, Z, dy, rank, dout)
+        if dout * din >= min_parallel:
+            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
+        else:
+            down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
+    # f(t+2)^T = X^T B'_0^T, written transposed like the top of the upward pass.
+    B0_new = B2[boff[0]:boff[1]].reshape((2 * dy, dims[0]))[dy:]
+    small_product_t(X.T, B0_new, f_T, n, dy, dims[0])
+    return residual_loss(E, f_T, Y)
+
+
+@serial
+def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, W, Z, f_T,
+              phase, loss_out, loss_stop, min_parallel):
+    """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
+    n = X.shape[1]
+    dy = Y.shape[0]
+    for t in range(loss_out.size):
+        if phase == 0:
+            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_parallel)
+        else:
+            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, Z, f_T, n, dy,
+                             min_parallel)
+        phase = 1 - phase
+        loss_out[t] = loss
+        if not math.isfinite(loss):
+            return t + 1, DIVERGED, phase
+        if loss <= loss_stop:
+            return t + 1, CONVERGED, phase
+    return loss_out.size, COMPLETED, phase
+
+
+class State:
+    """Flat buffers of the one-pass kernel and the pass direction of the next step."""
+
+    def __init__(self, V, X, Y, eta, threads=None):
+        dtype = V[0].dtype
+        self.dims = np.array([X.shape[0]] + [Vi.shape[0] for Vi in V], dtype=np.int64)
+        n, dy = X.shape[1], Y.shape[0]
+        sizes = self.dims[1:] * self.dims[:-1]
+        self.voff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.V = np.concatenate([Vi.ravel() for Vi in V]).astype(dtype, copy=False)
+        self.aoff = np.concatenate([[0], np.cumsum(2 * n * self.dims)]).astype(np.int64)
+        self.boff = np.concatenate([[0], np.cumsum(2 * dy * self.dims)]).astype(np.int64)
+        self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
+        self.B2 = np.zeros(self.boff[-1], dtype=dtype)
+        self.X, self.Y = X, Y
+        self.eta = np.asarray(eta, dtype=dtype)
+        dmax = int(self.dims.max())
+        self.Lf = np.zeros((max(n, dy), dmax), dtype=dtype)
+        self.Rf = np.zeros((max(n, dy), dmax), dtype=dtype)
+        self.W = np.zeros((max(n, dy), n), dtype=dtype)
+        self.Z = np.zeros((dy, max(n, dy)), dtype=dtype)
+        self.f_T = np.zeros((n, dy), dtype=dtype)
+        self.E = np.zeros((dy, n), dtype=dtype)
+        self.min_parallel = PARALLEL_MIN_WEIGHTS if threads != 1 else np.iinfo(np.int64).max
+        # The bottom of every upward pass is X in both halves.
+        self.level(self.A2, self.aoff, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
+        # The top of every downward pass is the identity in both halves.
+        self.level(self.B2, self.boff, len(V), 2 * dy)[:] = np.concatenate([np.eye(dy)] * 2)
+        # Step 0 goes up: it needs the cached suffix chains B_i(0) and E(0).
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j, Bj in enumerate(suffix_chain(V)):
+                self.level(self.B2, self.boff, j, 2 * dy)[dy:] = Bj
+            self.E[:] = prefix_chain(V, X)[-1] - Y
+        self.loss0 = half_squared_norm(self.E)
+        self.phase = 0
+
+    def level(self, buf, off, j, rows):
+        return buf[off[j]:off[j + 1]].reshape(rows, self.dims[j])
+
+    def layer(self, k):
+        return self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], self.dims[k])
+
+
+def init_state(V, X, Y, eta, threads=None) -> State:
+    return State(V, X, Y, eta, threads)
+
+
+def run_steps(state: State, loss_out, loss_stop: float):
+    done, status, state.phase = run_chunk(
+        state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
+        state.X, state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.f_T,
+        state.phase, loss_out, loss_stop, state.min_parallel)
+    return done, status
+
+
+def weights(state: State):
+    return [state.layer(k).copy() for k in range(len(state.dims) - 1)]
+
+
+def chains(state: State):
+    """Chains at the current step: the cached side is read, the other recomputed."""
+    V = [state.layer(k) for k in range(len(state.dims) - 1)]
+    n, dy = state.X.shape[1], state.Y.shape[0]
+    if state.phase == 1:  # after an upward pass the prefix chains A(t) are cached
+        A = [state.level(state.A2, state.aoff, j, 2 * n)[n:].T.copy() for j in range(len(V) + 1)]
+        B = suffix_chain(V)
+    else:
+        A = prefix_chain(V, state.X)
+        B = [state.level(state.B2, state.boff, j, 2 * dy)[dy:].copy() for j in range(len(V) + 1)]
+    return A, B, state.E.copy()
