@@ -81,6 +81,12 @@ def chain_rows(Vk, A_in, A_out, r0, r1):
             A_out[s + 1, r + 2] = a21
             A_out[s, r + 3] = a30
             A_out[s + 1, r + 3] = a31
+        if S % 2 == 1:
+            for rr in range(r, r + 4):
+                acc = Vk.dtype.type(0)
+                for c in range(din):
+                    acc += Vk[rr, c] * A_in[S - 1, c]
+                A_out[S - 1, rr] = acc
         r += 4
     while r < r1:
         for s in range(S):
@@ -156,16 +162,22 @@ def chain_cols(Vk, B_in, acc, r0, r1, c0):
 
 
 @serial
-def up_tile(Vk, A_in, A_out, Lf, Rf, W, rank, n, r0, r1):
-    """Rows [r0, r1) of one upward layer: both chains, the update, the correction."""
+def up_tile(Vk, A_in, A_out, Lf, Rf, rank, r0, r1):
+    """Rows [r0, r1) of one upward layer: the chains through the old rows, then the update."""
     chain_rows(Vk, A_in, A_out, r0, r1)
     update_rows(Vk, Lf, Rf, rank, r0, r1, 0, Vk.shape[1])
-    for r in range(r0, r1):
-        for s in range(n):
-            acc = Vk.dtype.type(0)
-            for q in range(rank):
-                acc += Lf[q, r] * W[q, s]
-            A_out[n + s, r] -= acc
+
+
+@serial
+def correct_new_chain(A_new, Lf, W, rank):
+    """A_new[s, r] -= sum_q W[q, s] Lf[q, r]: turns V A' into V_new A' (vectorized over r)."""
+    for s in range(A_new.shape[0]):
+        out = A_new[s]
+        for q in range(rank):
+            w = W[q, s]
+            lq = Lf[q]
+            for r in range(out.size):
+                out[r] -= w * lq[r]
 
 
 @serial
@@ -193,17 +205,17 @@ def down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, c0, c1):
 
 
 @serial
-def up_layer_serial(Vk, A_in, A_out, Lf, Rf, W, rank, n):
-    up_tile(Vk, A_in, A_out, Lf, Rf, W, rank, n, 0, Vk.shape[0])
+def up_layer_serial(Vk, A_in, A_out, Lf, Rf, rank):
+    up_tile(Vk, A_in, A_out, Lf, Rf, rank, 0, Vk.shape[0])
 
 
 @parallel
-def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, W, rank, n):
+def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank):
     dout = Vk.shape[0]
     ntiles = (dout + ROW_TILE - 1) // ROW_TILE
     for t in prange(ntiles):
         r0 = t * ROW_TILE
-        up_tile(Vk, A_in, A_out, Lf, Rf, W, rank, n, r0, min(r0 + ROW_TILE, dout))
+        up_tile(Vk, A_in, A_out, Lf, Rf, rank, r0, min(r0 + ROW_TILE, dout))
 
 
 @serial
@@ -290,10 +302,16 @@ def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_
         rank = gradient_factors(B_cached, A_in[:n], E, eta[k], Lf, Rf)
         # W = Rf A'^T (rank x n): the new chain's correction factor.
         small_product_t(Rf, A_in[n:], W, rank, n, din)
+        # At the bottom both halves of A_in are X: sweep the old half only
+        # and copy it (the first layer, dx x m, is often the largest).
+        S = n if k == 0 else 2 * n
         if dout * din >= min_parallel:
-            up_layer_parallel(Vk, A_in, A_out, Lf, Rf, W, rank, n)
+            up_layer_parallel(Vk, A_in[:S], A_out[:S], Lf, Rf, rank)
         else:
-            up_layer_serial(Vk, A_in, A_out, Lf, Rf, W, rank, n)
+            up_layer_serial(Vk, A_in[:S], A_out[:S], Lf, Rf, rank)
+        if k == 0:
+            A_out[n:] = A_out[:n]
+        correct_new_chain(A_out[n:], Lf, W, rank)
     return residual_loss(E, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
 
 
