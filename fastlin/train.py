@@ -21,7 +21,7 @@ BACKENDS = {
     "cpu": "fastlin.kernels.cpu",
     "cuda": "fastlin.kernels.cuda",
 }
-DEFAULT_BACKEND = "numpy"
+DEFAULT_BACKEND = "cpu"
 
 # A chunk of steps runs in one kernel call; chunks grow until one takes this
 # long, so progress bars move and Python never loops over single steps of a
@@ -105,7 +105,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
         The paper's learning rate on the raw W_i (e.g. :func:`theorem_lr`).
     steps : int
         Number of GD steps.
-    backend : "numpy", "cpu" or "cuda".
+    backend : "cpu" (default, Numba), "numpy" (the plain reference) or "cuda".
     dtype : float64 or float32, optional
         Working precision; by default the arrays' common dtype (mixed dtypes
         are refused unless this is given).

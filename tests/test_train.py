@@ -58,13 +58,14 @@ def test_gradients_match_finite_differences(dims, n, rng):
     assert fd == pytest.approx(Graw[i][r, c], rel=1e-5, abs=1e-9)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
 @pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
 @pytest.mark.parametrize("dims, n", SHAPES)
-def test_trainer_matches_direct_gd(dims, n, init, rng):
+def test_trainer_matches_direct_gd(dims, n, init, backend, rng):
     Ws, X, Y = random_problem(rng, dims, n, init)
     lr = 0.5 * fastlin.theorem_lr(X, len(dims) - 1, dims[-1])
     expected_loss, expected_W = direct_gd(Ws, X, Y, lr, steps=6)
-    result = fastlin.train(Ws, X, Y, lr=lr, steps=6)
+    result = fastlin.train(Ws, X, Y, lr=lr, steps=6, backend=backend)
     assert result.status == "completed" and result.steps_run == 6
     assert rel_err(result.loss, expected_loss) < 1e-10
     for W, W_ref in zip(result.weights, expected_W):
@@ -79,9 +80,10 @@ def test_inputs_unchanged(rng):
     assert not np.array_equal(result.weights[0], Ws[0])
 
 
-def test_divergence_is_a_status(rng):
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_divergence_is_a_status(backend, rng):
     Ws, X, Y = random_problem(rng, [6, 5, 5, 3], 4)
-    result = fastlin.train(Ws, X, Y, lr=1e4, steps=200)
+    result = fastlin.train(Ws, X, Y, lr=1e4, steps=200, backend=backend)
     assert result.status == "diverged"
     t = result.steps_run
     assert 0 < t < 200
@@ -111,12 +113,13 @@ def test_float32_stays_float32(rng):
     assert rel_err(result.loss, ref.loss) < 1e-4
 
 
-def test_deep_net_has_no_underflow():
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_deep_net_has_no_underflow(backend):
     """alpha = 30^(-699/2) / sqrt(10) ~ 1e-517 underflows; the normalized form must not."""
     X, Y = fastlin.paper_data(rng=0, dx=64, n=4, dy=10)
     dims = fastlin.network_dims(700, 30, 64, 10)
     Ws = fastlin.init_weights(dims, "orthogonal", rng=0)
-    result = fastlin.train(Ws, X, Y, lr=fastlin.theorem_lr(X, 700, 10), steps=3)
+    result = fastlin.train(Ws, X, Y, lr=fastlin.theorem_lr(X, 700, 10), steps=3, backend=backend)
     assert result.status == "completed"
     assert np.all(np.isfinite(result.loss)) and result.loss[0] > 0
     # Orthogonal init is a scaled isometry: ||f(X)|| is of the order of ||X|| sqrt(dy/dx)-ish, not 0 or inf.

@@ -362,7 +362,7 @@ def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, W, Z, f_T
 class State:
     """Flat buffers of the one-pass kernel and the pass direction of the next step."""
 
-    def __init__(self, V, X, Y, eta, threads=None):
+    def __init__(self, V, X, Y, eta):
         dtype = V[0].dtype
         self.dims = np.array([X.shape[0]] + [Vi.shape[0] for Vi in V], dtype=np.int64)
         n, dy = X.shape[1], Y.shape[0]
@@ -382,7 +382,7 @@ class State:
         self.Z = np.zeros((dy, max(n, dy)), dtype=dtype)
         self.f_T = np.zeros((n, dy), dtype=dtype)
         self.E = np.zeros((dy, n), dtype=dtype)
-        self.min_parallel = PARALLEL_MIN_WEIGHTS if threads != 1 else np.iinfo(np.int64).max
+        self.min_parallel = PARALLEL_MIN_WEIGHTS
         # The bottom of every upward pass is X in both halves.
         self.level(self.A2, self.aoff, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
         # The top of every downward pass is the identity in both halves.
@@ -402,8 +402,8 @@ class State:
         return self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], self.dims[k])
 
 
-def init_state(V, X, Y, eta, threads=None) -> State:
-    return State(V, X, Y, eta, threads)
+def init_state(V, X, Y, eta) -> State:
+    return State(V, X, Y, eta)
 
 
 def run_steps(state: State, loss_out, loss_stop: float):
