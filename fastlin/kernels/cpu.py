@@ -194,14 +194,16 @@ def down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, c0, c1):
         r1 = min(r + ROW_TILE, dout)
         chain_cols(Vk, B_in, acc, r, r1, c0)
         update_rows(Vk, Lf, Rf, rank, r, r1, c0, c1)
+    width = c1 - c0
     for p in range(dy):
+        out = acc[dy + p]
         for q in range(rank):
             z = Z[p, q]
-            for c in range(c1 - c0):
-                acc[dy + p, c] -= z * Rf[q, c0 + c]
+            g = Rf[q][c0:c1]
+            for c in range(width):
+                out[c] -= z * g[c]
     for p in range(B_out.shape[0]):
-        for c in range(c1 - c0):
-            B_out[p, c0 + c] = acc[p, c]
+        B_out[p][c0:c1] = acc[p]
 
 
 @serial
