@@ -39,6 +39,90 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _sweep_options(p) -> None:
+    p.add_argument("--out", required=True, help="result store directory (created; reruns resume it)")
+    p.add_argument("--executor", default="threads",
+                   help="threads (default), processes or dask")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel configurations (default: all cores)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)")
+    p.add_argument("--force", action="store_true", help="recompute configurations already stored")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_and_plot(grid, args, figures) -> int:
+    from .experiments import format_summary, run_sweep
+    from .plots import plot_store
+
+    if args.scheduler is not None and args.executor != "dask":
+        raise ValueError("--scheduler needs --executor dask")
+    summary = run_sweep(grid, args.out, executor=args.executor, workers=args.workers,
+                        scheduler=args.scheduler, force=args.force, progress=not args.quiet)
+    if args.quiet:
+        print(summary.line())
+    if summary.done + summary.skipped == 0:
+        raise RuntimeError("no configuration finished; nothing to plot")
+    drawn = plot_store(args.out, figures=figures)
+    for name in ("figure1", "figure2"):
+        if name in drawn:
+            print(f"{name}: " + ", ".join(str(p) for p in drawn[name]))
+    if "summary" in drawn:
+        print(f"summary: {drawn['summary']}")
+        print(format_summary(drawn["summary_data"]))
+    return 1 if summary.failed else 0
+
+
+def cmd_reproduce(args) -> int:
+    from .experiments import estimate_sweep_seconds, preset_grid
+    from .experiments.executors import default_workers
+    from .experiments.runner import format_seconds
+
+    grid = preset_grid(args.figure, args.preset, backend=args.backend)
+    configs = grid.configs()
+    print(f"fastlin reproduce {args.figure} --preset {args.preset}: {len(configs)} configurations "
+          f"({len(grid.inits)} inits x {len(grid.depths)} depths x {len(grid.widths)} widths x "
+          f"{len(grid.seeds)} seeds), {grid.steps} steps, {grid.lr.describe()}, "
+          f"backend {grid.backend}, {grid.dtype}")
+    if args.preset == "paper" or args.estimate_only:
+        workers = args.workers or (1 if grid.backend == "cuda" else default_workers())
+        est = estimate_sweep_seconds(grid, workers=workers)
+        probes = "; ".join(f"L={p['depth']} m={p['width']}: {1e3 * p['seconds_per_step']:.3g} ms/step"
+                           for p in est["probes"])
+        print(f"estimated run time: {format_seconds(est['seconds'])} with {workers} worker(s) "
+              f"on backend {grid.backend} (measured {probes}; finished configurations are skipped)")
+        if args.estimate_only:
+            return 0
+    return _run_and_plot(grid, args, figures=(args.figure,))
+
+
+def cmd_sweep(args) -> int:
+    from .experiments import Grid
+
+    grid = Grid.from_toml(args.grid)
+    if args.backend:
+        grid = grid.replace(backend=args.backend)
+    return _run_and_plot(grid, args, figures=("figure1", "figure2"))
+
+
+def cmd_plot(args) -> int:
+    from .experiments import format_summary
+    from .plots import plot_store
+
+    figures = ("figure1", "figure2") if args.figure == "all" else (args.figure,)
+    try:
+        drawn = plot_store(args.dir, figures=figures)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    for name in ("figure1", "figure2"):
+        if name in drawn:
+            print(f"{name}: " + ", ".join(str(p) for p in drawn[name]))
+    if "summary" in drawn:
+        print(f"summary: {drawn['summary']}")
+        print(format_summary(drawn["summary_data"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import BACKENDS, DEFAULT_BACKEND
 
@@ -60,6 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reproduce", help="run a preset sweep of the paper and draw its figure")
+    p.add_argument("figure", choices=["figure1", "figure2"])
+    p.add_argument("--preset", choices=["quick", "paper"], default="quick",
+                   help="quick: 2 CPU cores, minutes; paper: the paper's grid, for a GPU")
+    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+                   help="override the preset's backend (default: the fastest available)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="print the estimated run time (measured step rates) and stop")
+    _sweep_options(p)
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("sweep", help="run the grid of a TOML file into a result store, then plot")
+    p.add_argument("grid", help="grid file (TOML); see fastlin.experiments.Grid.from_toml")
+    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+                   help="override the grid file's backend")
+    _sweep_options(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="redraw the figures and summary of a result store (no training)")
+    p.add_argument("dir", help="result store directory")
+    p.add_argument("--figure", choices=["figure1", "figure2", "all"], default="all")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -1,0 +1,37 @@
+"""Sweeps over inits x depths x widths x seeds, a resumable result store, executors,
+presets for the paper's figures and the critical-width analysis.
+
+Typical use::
+
+    from fastlin.experiments import preset_grid, run_sweep, ResultStore, figure1_summary
+
+    grid = preset_grid("figure1", "quick")
+    run_sweep(grid, "results/figure1")                  # resumable; threads by default
+    records = ResultStore("results/figure1").load_grid(grid)
+    print(figure1_summary(grid, records)["slope"])
+
+Modules: ``grid`` (configurations, ids, TOML grids), ``store`` (atomic
+per-configuration files, tidy CSV), ``task`` (train one configuration),
+``executors`` (threads, processes, Dask; registry for batched executors),
+``runner`` (the resumable sweep, run-time estimate), ``presets``,
+``analysis`` (critical widths and slopes).
+"""
+
+from .analysis import (SlopeFit, critical_widths, figure1_summary, fit_slope, format_summary,
+                       relative_loss_at, write_summary)
+from .executors import (EXECUTORS, DaskExecutor, Executor, ProcessExecutor, ThreadExecutor,
+                        make_executor, register_executor)
+from .grid import Config, Grid, GridError, LRRule, log_spaced_ints
+from .presets import FIGURES, PRESET_NAMES, preset_grid
+from .runner import SweepSummary, estimate_sweep_seconds, run_sweep
+from .store import ResultStore, RunRecord
+from .task import RunFailure, run_config
+
+__all__ = [
+    "EXECUTORS", "FIGURES", "PRESET_NAMES", "Config", "DaskExecutor", "Executor", "Grid",
+    "GridError", "LRRule", "ProcessExecutor", "ResultStore", "RunFailure", "RunRecord",
+    "SlopeFit", "SweepSummary", "ThreadExecutor", "critical_widths", "estimate_sweep_seconds",
+    "figure1_summary", "fit_slope", "format_summary", "log_spaced_ints", "make_executor",
+    "preset_grid", "register_executor", "relative_loss_at", "run_config", "run_sweep",
+    "write_summary",
+]

@@ -1,0 +1,197 @@
+"""Executors: where the configurations of a sweep run.
+
+An executor takes the whole list of pending configurations at once and
+yields one :class:`~fastlin.experiments.store.RunRecord` (or
+:class:`~fastlin.experiments.task.RunFailure`) per configuration, in the
+order they finish; the runner saves each as it arrives. Handing over the
+whole list is the seam for batched executors (a GPU executor that trains a
+slice of same-shaped configurations in one kernel launch): such an executor
+groups the list as it likes and registers itself with
+:func:`register_executor`.
+
+Built in:
+
+* ``threads`` (default): a thread pool in this process, one configuration
+  per thread. The Numba kernels release the GIL, so threads run in parallel.
+* ``processes``: a pool of worker processes (``spawn``ed, so no lock or
+  thread state is inherited), for backends that hold the GIL.
+* ``dask``: a Dask distributed cluster: an existing scheduler
+  (``scheduler="tcp://host:8786"``) whose workers may be other machines, or
+  a LocalCluster of ``workers`` single-threaded worker processes. Results
+  come back to this process, so the store need not be on a shared disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from typing import Callable, Iterator
+
+from .grid import Config
+from .task import RunFailure, run_config_safely
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
+class Executor:
+    """Interface of an executor; subclasses implement :meth:`run`."""
+
+    name = "base"
+
+    def __init__(self, workers: int | None = None):
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers or default_workers()
+
+    def run(self, configs: list[Config]) -> Iterator:
+        """Yield a RunRecord or RunFailure for every configuration, as each finishes."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} x {self.workers}"
+
+    def close(self) -> None:
+        """Release workers (a no-op for pools that live only inside :meth:`run`)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _PoolExecutor(Executor):
+    def _pool(self) -> cf.Executor:
+        raise NotImplementedError
+
+    def run(self, configs):
+        if not configs:
+            return
+        with self._pool() as pool:
+            futures = {pool.submit(run_config_safely, c): c for c in configs}
+            try:
+                for future in cf.as_completed(futures):
+                    try:
+                        yield future.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. a worker process died
+                        yield RunFailure(futures[future], f"{type(exc).__name__}: {exc}")
+            finally:
+                for future in futures:  # on interrupt: drop what has not started
+                    future.cancel()
+
+
+class ThreadExecutor(_PoolExecutor):
+    """One configuration per thread; relies on the kernels releasing the GIL."""
+
+    name = "threads"
+
+    def _pool(self):
+        return cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fastlin")
+
+
+class ProcessExecutor(_PoolExecutor):
+    """One configuration per worker process."""
+
+    name = "processes"
+
+    def _pool(self):
+        return cf.ProcessPoolExecutor(max_workers=self.workers,
+                                      mp_context=multiprocessing.get_context("spawn"))
+
+
+class DaskExecutor(Executor):
+    """Dask distributed: an existing scheduler, or a LocalCluster of ``workers`` processes."""
+
+    name = "dask"
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None,
+                 processes: bool = True):
+        super().__init__(workers)
+        try:
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError("the dask executor needs dask.distributed: "
+                               "pip install 'fastlin[dask]'") from exc
+        self.scheduler = scheduler
+        self.processes = processes
+        self._client = None
+        self._cluster = None
+
+    def describe(self) -> str:
+        if self.scheduler:
+            return f"dask scheduler {self.scheduler}"
+        return f"dask LocalCluster x {self.workers}"
+
+    def client(self):
+        """The Dask client, connecting (or starting the LocalCluster) on first use."""
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.scheduler:
+                self._client = Client(self.scheduler)
+            else:
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                             processes=self.processes, dashboard_address=None)
+                self._client = Client(self._cluster)
+        return self._client
+
+    def run(self, configs):
+        if not configs:
+            return
+        from distributed import as_completed
+
+        client = self.client()
+        futures = client.map(run_config_safely, configs, key=[f"fastlin-{c.id}" for c in configs],
+                             pure=False)
+        owner = {f.key: c for f, c in zip(futures, configs)}
+        try:
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker was lost
+                    yield RunFailure(owner[future.key], f"{type(exc).__name__}: {exc}")
+        finally:
+            client.cancel(futures)
+
+    def close(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "threads": ThreadExecutor,
+    "processes": ProcessExecutor,
+    "dask": DaskExecutor,
+}
+
+
+def register_executor(name: str, factory: Callable[..., Executor]) -> None:
+    """Make ``factory(workers=..., **options)`` available as ``executor=name``."""
+    EXECUTORS[name] = factory
+
+
+def make_executor(name: str = "threads", *, workers: int | None = None,
+                  scheduler: str | None = None) -> Executor:
+    """Build the executor ``name``; ``scheduler`` is only for ``dask``."""
+    if isinstance(name, Executor):
+        return name
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(map(repr, EXECUTORS))}")
+    if scheduler is not None:
+        if name != "dask":
+            raise ValueError(f"a scheduler address is only used by the dask executor, not {name!r}")
+        return EXECUTORS[name](workers=workers, scheduler=scheduler)
+    return EXECUTORS[name](workers=workers)
+

@@ -1,0 +1,186 @@
+"""Run a sweep: skip finished configurations, run the rest, store each as it finishes.
+
+:func:`run_sweep` is resumable: a configuration whose result file exists is
+skipped (``force=True`` recomputes it), results are saved one by one as they
+arrive, so an interrupted sweep loses at most the configurations in flight.
+A diverged configuration is a stored result like any other; a configuration
+that raises is reported in the summary, not stored (the next run retries it),
+and never stops the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .executors import Executor, make_executor
+from .grid import Config, Grid, LRRule
+from .store import ResultStore, RunRecord
+from .task import RunFailure, run_config
+
+# Rough cost model of one GD step (seconds ~ a * parameters + b * depth):
+# the per-layer term stands for the fixed work of each layer (loop and
+# chain bookkeeping), which dominates at small widths.
+_LAYER_COST_IN_PARAMETERS = 2000
+# Each probe of :func:`estimate_sweep_seconds` runs for at least this long.
+DEFAULT_PROBE_SECONDS = 1.0
+
+
+def config_cost(config: Config) -> float:
+    """Relative cost of a configuration, for ordering work and weighting the progress bar."""
+    return config.steps * (config.parameters + _LAYER_COST_IN_PARAMETERS * config.depth)
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did: counts, wall time and the failures (if any)."""
+
+    out: Path
+    total: int
+    done: int = 0
+    skipped: int = 0
+    diverged: int = 0
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def line(self) -> str:
+        return (f"{self.total} configurations: {self.done} done, {self.skipped} skipped, "
+                f"{self.diverged} diverged, {self.failed} failed in {format_seconds(self.seconds)} "
+                f"-> {self.out}")
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def pending_configs(grid: Grid, store: ResultStore, force: bool = False) -> tuple[list, int]:
+    """(configurations to run, largest first; number skipped as finished)."""
+    configs = grid.configs()
+    if force:
+        todo = configs
+    else:
+        finished = store.finished_ids()
+        todo = [c for c in configs if c.id not in finished]
+    # Largest first: the pool never ends waiting on one big straggler.
+    todo.sort(key=config_cost, reverse=True)
+    return todo, len(configs) - len(todo)
+
+
+def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers: int | None = None,
+              scheduler: str | None = None, force: bool = False, progress: bool = True,
+              stream=None) -> SweepSummary:
+    """Run every configuration of ``grid`` not yet in the store at ``out``.
+
+    Parameters
+    ----------
+    grid : the sweep (see :class:`~fastlin.experiments.grid.Grid`).
+    out : directory of the result store; created if needed.
+    executor : "threads" (default), "processes", "dask", a registered name,
+        or an :class:`~fastlin.experiments.executors.Executor` instance.
+    workers : parallel workers (default: all cores).
+    scheduler : address of a Dask scheduler (``executor="dask"`` only);
+        without it Dask starts a LocalCluster.
+    force : recompute configurations that are already stored.
+    progress : show a progress bar over configurations (weighted by cost, with ETA).
+    stream : where the bar and the summary line go (default stderr / stdout).
+
+    Returns the :class:`SweepSummary`; its one-line form is printed at the end.
+    """
+    started = time.perf_counter()
+    store = ResultStore(out).create()
+    store.remove_stale_temporaries()
+    store.save_grid(grid)
+    todo, skipped = pending_configs(grid, store, force)
+    summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped)
+    if todo:
+        runner = make_executor(executor, workers=workers, scheduler=scheduler)
+        costs = {c.id: config_cost(c) for c in todo}
+        bar = tqdm(total=sum(costs.values()), disable=not progress, file=stream or sys.stderr,
+                   desc=f"sweep ({runner.describe()})",
+                   bar_format="{desc}{postfix} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+        bar.set_postfix_str(f"0/{len(todo)} configs")
+        try:
+            with runner:
+                for item in runner.run(todo):
+                    if isinstance(item, RunRecord):
+                        store.save(item)
+                        summary.done += 1
+                        summary.diverged += item.status == "diverged"
+                    else:
+                        summary.failures.append(item)
+                    finished = summary.done + summary.failed
+                    bar.update(costs[item.config.id])
+                    bar.set_postfix_str(f"{finished}/{len(todo)} configs, "
+                                        f"{summary.diverged} diverged, {summary.failed} failed")
+        finally:
+            bar.close()
+    store.write_table(store.load_grid(grid), steps=grid.readout_steps)
+    summary.seconds = time.perf_counter() - started
+    for failure in summary.failures:
+        print(f"failed: {failure.config.init} L={failure.config.depth} m={failure.config.width} "
+              f"seed={failure.config.seed}: {failure.error}", file=sys.stderr)
+    if progress:
+        print(summary.line(), file=stream or sys.stdout, flush=True)
+    return summary
+
+
+def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float | None = None) -> dict:
+    """Estimate a sweep's run time from step rates measured on this machine.
+
+    Two probe shapes are timed with the grid's backend: the widest width at a
+    moderate depth (L <= 16, so the probe fits in memory even when the
+    grid's largest net does not) and the narrowest width at the largest
+    depth. They fix a and b in seconds per step = a * parameters + b * L,
+    which is summed over the grid and divided by ``workers``. Probes use
+    Gaussian weights and a tiny fixed rate, so they never diverge (the step
+    rate depends on neither).
+    """
+    probe_seconds = DEFAULT_PROBE_SECONDS if probe_seconds is None else probe_seconds
+    configs = grid.configs()
+    base = configs[0]
+    wide = dataclasses.replace(base, width=max(grid.widths), depth=min(max(grid.depths), 16))
+    deep = dataclasses.replace(base, width=min(grid.widths), depth=max(grid.depths))
+    t_wide = _seconds_per_step(wide, probe_seconds)
+    t_deep = _seconds_per_step(deep, probe_seconds) if deep != wide else t_wide
+    a = t_wide / wide.parameters  # the wide probe is dominated by weight traffic
+    b = max(0.0, (t_deep - a * deep.parameters) / deep.depth)
+    probes = [(wide, t_wide), (deep, t_deep)]
+    total = sum(c.steps * (a * c.parameters + b * c.depth) for c in configs)
+    return {"seconds": total / workers, "configurations": len(configs), "workers": workers,
+            "backend": grid.backend,
+            "probes": [{"depth": p.depth, "width": p.width, "seconds_per_step": t} for p, t in probes]}
+
+
+def _seconds_per_step(config: Config, probe_seconds: float) -> float:
+    """Measured seconds per GD step of ``config``'s shape.
+
+    A one-step warm-up compiles the kernels; then runs of k and 2k steps are
+    timed (k doubling until the longer run takes ``probe_seconds``) and their
+    difference divided by k, which cancels the fixed cost of a run (weight
+    conversion, state set-up).
+    """
+    probe = dataclasses.replace(config, init="gaussian", lr=LRRule("fixed", 1e-30), rtol_stop=None)
+    run_config(dataclasses.replace(probe, steps=1))
+    k = 1
+    while True:
+        short = run_config(dataclasses.replace(probe, steps=k)).seconds
+        long = run_config(dataclasses.replace(probe, steps=2 * k)).seconds
+        if long >= probe_seconds or k >= 4096:
+            # (timing noise can make the difference tiny: floor it at a quarter of the run)
+            return max(long - short, 0.25 * long) / k
+        k *= 2

@@ -1,0 +1,121 @@
+"""`fastlin sweep`, `fastlin plot` and `fastlin reproduce` on tiny grids."""
+
+import json
+
+import pytest
+
+from fastlin.cli import main
+
+TINY = """
+inits = ["gaussian", "orthogonal"]
+depths = [1, 2, 4]
+widths = [4, 8]
+steps = 40
+backend = "numpy"
+[lr]
+rule = "theorem"
+value = 0.5
+[data]
+dx = 16
+n = 8
+dy = 4
+[analysis]
+readout_steps = [10, 40]
+threshold = 0.1
+"""
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_sweep_then_rerun_then_plot(tmp_path, grid_file, capsys, monkeypatch):
+    monkeypatch.setattr("fastlin.plots.FORMATS", ("png",))
+    out = tmp_path / "store"
+    assert main(["sweep", str(grid_file), "--out", str(out), "--workers", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "12 configurations: 12 done, 0 skipped" in printed.out
+    assert "slope s =" in printed.out
+    assert (out / "figure1.png").is_file() and (out / "figure2.png").is_file()
+    assert (out / "results.csv").is_file()
+    summary = json.loads((out / "figure1_summary.json").read_text())
+    assert summary["step"] == 40 and summary["threshold"] == 0.1
+    assert set(summary["slope"]) == {"gaussian", "orthogonal"}
+
+    (out / "figure1.png").unlink()
+    assert main(["sweep", str(grid_file), "--out", str(out), "--quiet"]) == 0
+    assert "12 configurations: 0 done, 12 skipped" in capsys.readouterr().out
+
+    (out / "figure1.png").unlink()
+    assert main(["plot", str(out), "--figure", "figure1"]) == 0
+    assert (out / "figure1.png").is_file()
+    assert "figure1_summary.json" in capsys.readouterr().out
+
+
+def test_bad_grid_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("depths = [1, 2]\nwidths = ['wide']\nsteps = 10\n")
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "fastlin: error:" in err and "widths must be integers" in err and "bad.toml" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_plot_of_a_directory_that_is_not_a_store(tmp_path, capsys):
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "not a fastlin result store" in capsys.readouterr().err
+
+
+def test_scheduler_needs_dask(tmp_path, grid_file, capsys):
+    code = main(["sweep", str(grid_file), "--out", str(tmp_path / "o"),
+                 "--scheduler", "tcp://127.0.0.1:1"])
+    assert code == 2
+    assert "--scheduler needs --executor dask" in capsys.readouterr().err
+
+
+def test_reproduce_paper_preset_prints_an_estimate_before_starting(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def fake_estimate(grid, *, workers):
+        calls.append((grid, workers))
+        return {"seconds": 5400.0, "configurations": len(grid.configs()), "workers": workers,
+                "backend": grid.backend,
+                "probes": [{"depth": 16, "width": 1000, "seconds_per_step": 0.002}]}
+
+    monkeypatch.setattr("fastlin.experiments.estimate_sweep_seconds", fake_estimate)
+    code = main(["reproduce", "figure1", "--preset", "paper", "--backend", "numpy",
+                 "--estimate-only", "--workers", "3", "--out", str(tmp_path / "paper")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "338 configurations" in out and "10000 steps" in out
+    assert "estimated run time: 1 h 30 min with 3 worker(s)" in out and "2 ms/step" in out
+    grid, workers = calls[0]
+    assert workers == 3 and grid.steps == 10_000 and len(grid.depths) == 13
+    assert not (tmp_path / "paper").exists()
+
+
+def test_estimate_sums_the_measured_rates_over_the_grid(monkeypatch):
+    from fastlin.experiments import Grid, estimate_sweep_seconds, runner
+
+    measured = {(8, 64): 0.01, (8, 8): 0.002}  # (L, m) -> seconds per step
+    monkeypatch.setattr(runner, "_seconds_per_step", lambda c, s: measured[c.depth, c.width])
+    grid = Grid(depths=(2, 8), widths=(8, 64), steps=1000, dx=32, n=8, dy=4, backend="numpy")
+    est = estimate_sweep_seconds(grid, workers=2)
+    wide = 64 * 32 + 6 * 64 * 64 + 4 * 64  # d = [32, 64 x 7, 4]
+    narrow = 8 * 32 + 6 * 8 * 8 + 4 * 8
+    a = 0.01 / wide
+    b = (0.002 - a * narrow) / 8
+    expected = sum(1000 * (a * c.parameters + b * c.depth) for c in grid.configs()) / 2
+    assert est["seconds"] == pytest.approx(expected, rel=1e-12)
+    assert [(p["depth"], p["width"]) for p in est["probes"]] == [(8, 64), (8, 8)]
+
+
+def test_step_rate_is_measured():
+    from fastlin.experiments import Config, runner
+
+    config = Config(init="orthogonal", depth=3, width=8, seed=0, steps=10, dx=16, n=4, dy=2)
+    rate = runner._seconds_per_step(config, 0.01)
+    assert 0 < rate < 0.1

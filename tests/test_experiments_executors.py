@@ -1,0 +1,79 @@
+"""Executors: threads, processes and a Dask LocalCluster give identical results; the registry."""
+
+import numpy as np
+import pytest
+
+from fastlin.experiments import (EXECUTORS, Executor, Grid, LRRule, ResultStore, make_executor,
+                                 register_executor, run_config, run_sweep)
+
+
+def tiny_grid():
+    return Grid(inits=("gaussian", "orthogonal"), depths=(1, 3), widths=(4, 6), seeds=(0, 1),
+                steps=25, dx=12, n=6, dy=3, lr=LRRule("theorem", 0.5), backend="numpy")
+
+
+def losses(out, grid):
+    store = ResultStore(out)
+    return {c.id: store.load(c.id).loss for c in grid.configs()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_processes_match_threads(tmp_path):
+    grid = tiny_grid()
+    run_sweep(grid, tmp_path / "threads", executor="threads", workers=2, progress=False)
+    summary = run_sweep(grid, tmp_path / "processes", executor="processes", workers=2,
+                        progress=False)
+    assert summary.done == len(grid.configs())
+    assert_same(losses(tmp_path / "threads", grid), losses(tmp_path / "processes", grid))
+
+
+def test_dask_local_cluster_matches_threads(tmp_path):
+    pytest.importorskip("distributed")
+    grid = tiny_grid()
+    run_sweep(grid, tmp_path / "threads", executor="threads", workers=2, progress=False)
+    summary = run_sweep(grid, tmp_path / "dask", executor="dask", workers=2, progress=False)
+    assert (summary.done, summary.failed) == (len(grid.configs()), 0)
+    assert_same(losses(tmp_path / "threads", grid), losses(tmp_path / "dask", grid))
+    records = ResultStore(tmp_path / "dask").load_all()
+    assert all(r.host for r in records)
+
+
+def test_unknown_executor_and_misplaced_scheduler():
+    with pytest.raises(ValueError, match="unknown executor 'mpi'.*threads"):
+        make_executor("mpi")
+    with pytest.raises(ValueError, match="only used by the dask executor"):
+        make_executor("threads", scheduler="tcp://localhost:8786")
+    with pytest.raises(ValueError, match="workers"):
+        make_executor("threads", workers=0)
+
+
+class BatchedExecutor(Executor):
+    """Stands for a GPU executor: it sees the whole list and works in slices of equal shape."""
+
+    name = "batched-test"
+    slices = []
+
+    def run(self, configs):
+        shapes = {}
+        for c in configs:
+            shapes.setdefault((c.depth, c.width), []).append(c)
+        for group in shapes.values():
+            BatchedExecutor.slices.append(len(group))
+            yield from (run_config(c) for c in group)
+
+
+def test_registered_batched_executor_receives_whole_slices(tmp_path, monkeypatch):
+    monkeypatch.setitem(EXECUTORS, "batched-test", BatchedExecutor)
+    BatchedExecutor.slices = []
+    grid = tiny_grid()
+    summary = run_sweep(grid, tmp_path, executor="batched-test", progress=False)
+    assert summary.done == len(grid.configs())
+    # 2 inits x 2 seeds share each (depth, width) shape
+    assert BatchedExecutor.slices == [4, 4, 4, 4]
+    register_executor("batched-test", BatchedExecutor)
+    assert make_executor("batched-test", workers=1).name == "batched-test"

@@ -1,0 +1,88 @@
+"""Figures are drawn from saved results only, as PNG and PDF."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fastlin import plots
+from fastlin.experiments import Grid, ResultStore, RunRecord
+
+STEPS = 50
+
+
+def make_store(tmp_path, grid):
+    """A store filled with synthetic records: Gaussian nets need m >= 2L, orthogonal m >= 8."""
+    store = ResultStore(tmp_path).create()
+    store.save_grid(grid)
+    for config in grid.configs():
+        need = 2 * config.depth if config.init == "gaussian" else 8
+        final = 1e-8 if config.width >= need else 0.7
+        loss = 3.0 * np.exp(np.linspace(0.0, math.log(final), STEPS + 1))
+        status = "completed"
+        if config.init == "gaussian" and config.width == 4 and config.depth == 32:
+            loss[10:] = np.nan
+            status = "diverged"
+        store.save(RunRecord(config, loss, status, STEPS if status == "completed" else 10, 0.0,
+                             1e-3, "numpy"))
+    return store
+
+
+@pytest.fixture
+def grid():
+    return Grid(depths=(2, 4, 8, 16, 32), widths=(4, 8, 16, 32, 64), steps=STEPS,
+                readout_steps=(10, STEPS), threshold=1e-2)
+
+
+def test_plot_store_writes_png_pdf_and_summary(tmp_path, grid):
+    make_store(tmp_path, grid)
+    drawn = plots.plot_store(tmp_path)
+    for name in ("figure1", "figure2"):
+        assert sorted(p.suffix for p in drawn[name]) == [".pdf", ".png"]
+        for path in drawn[name]:
+            assert path.stat().st_size > 5000
+        assert drawn[name][0].read_bytes()[:4] in (b"\x89PNG", b"%PDF")
+    summary = json.loads((tmp_path / "figure1_summary.json").read_text())
+    assert summary["slope"]["gaussian"] == pytest.approx(1.0, abs=0.05)
+    assert summary["slope"]["orthogonal"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.fixture
+def png_only(monkeypatch):
+    monkeypatch.setattr(plots, "FORMATS", ("png",))
+
+
+def test_figure1_marks_missing_configurations_and_still_draws(tmp_path, grid, png_only):
+    store = make_store(tmp_path, grid)
+    for config in grid.configs()[::3]:
+        store.path(config.id).unlink()
+    paths = plots.figure1(grid, store.load_grid(grid), tmp_path / "partial")
+    assert all(p.exists() for p in paths)
+
+
+def test_figure2_depths_default_to_spread_of_grid(grid):
+    assert plots.figure2_depths(grid) == [2, 8, 32]
+    assert plots.figure2_depths(grid.replace(figure2_depths=(4, 16))) == [4, 16]
+
+
+def test_plot_store_refuses_a_directory_that_is_not_a_store(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a fastlin result store"):
+        plots.plot_store(tmp_path)
+
+
+def test_plot_store_refuses_an_empty_store(tmp_path, grid):
+    ResultStore(tmp_path).create().save_grid(grid)
+    with pytest.raises(ValueError, match="no finished configuration"):
+        plots.plot_store(tmp_path)
+
+
+def test_plotting_does_not_change_the_pyplot_backend(tmp_path, grid, png_only):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    make_store(tmp_path, grid)
+    plots.plot_store(tmp_path, figures=("figure2",))
+    assert matplotlib.get_backend() == before
+    assert not (tmp_path / "figure1.png").exists()
+    assert (tmp_path / "figure2.png").exists() and not (tmp_path / "figure2.pdf").exists()
