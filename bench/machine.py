@@ -1,0 +1,94 @@
+"""This machine's limits, measured: memory copy bandwidth and dense gemm rates.
+
+The benchmark report prints every achieved GB/s and GFLOP/s next to these,
+so a number reads as a fraction of what the hardware did on a plain copy or
+a big matrix product, not of a datasheet figure.
+
+* copy bandwidth: ``np.copyto`` of a 256 MiB float64 array (well beyond any
+  cache), split over 1 and over all cores (threads: numpy releases the GIL
+  while copying); bytes counted = read + write = 2 x array bytes (write
+  allocation traffic not counted, as in STREAM's copy). Best of repeats.
+* gemm rate: ``A @ B`` of square matrices (numpy's BLAS, all cores),
+  2 n^3 flops, best of repeats; float64 (dgemm) and float32 (sgemm).
+
+Run ``python bench/machine.py`` to print them alone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from functools import lru_cache
+
+import numpy as np
+
+COPY_BYTES = 256 << 20
+GEMM_SIZE = 1536
+REPEATS = 5
+
+
+def _best_time(fn, repeats=REPEATS) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def copy_bandwidth(nbytes=COPY_BYTES, threads=None, repeats=REPEATS) -> float:
+    """Copy bandwidth in GB/s (10^9 bytes/s), read + write, best over 1..threads threads."""
+    threads = threads or os.cpu_count() or 1
+    src = np.ones(nbytes // 8)
+    dst = np.zeros_like(src)
+    best = 0.0
+    for t in sorted({1, threads}):
+        parts = [(s.start, s.stop) for s in _split(len(src), t)]
+
+        def copy_all():
+            workers = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b])) for a, b in parts]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+
+        copy_all()  # touch the pages once
+        best = max(best, 2 * src.nbytes / _best_time(copy_all, repeats) / 1e9)
+    return best
+
+
+def _split(size, parts):
+    edges = np.linspace(0, size, parts + 1).astype(int)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def gemm_rate(dtype=np.float64, size=GEMM_SIZE, repeats=REPEATS) -> float:
+    """Dense matrix product rate in GFLOP/s (2 n^3 flops per n x n product)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)  # warm up the BLAS thread pool
+    return 2 * size**3 / _best_time(lambda: np.matmul(a, b, out=out), repeats) / 1e9
+
+
+@lru_cache(maxsize=None)
+def limits() -> dict:
+    """Measured limits of this machine: copy GB/s, dgemm and sgemm GFLOP/s, core count."""
+    return {
+        "cores": os.cpu_count(),
+        "copy_GBps": round(copy_bandwidth(), 2),
+        "dgemm_GFLOPs": round(gemm_rate(np.float64), 2),
+        "sgemm_GFLOPs": round(gemm_rate(np.float32), 2),
+    }
+
+
+def gemm_limit(machine: dict, dtype) -> float:
+    """The gemm rate of ``machine`` (a :func:`limits` dict) for ``dtype``."""
+    return machine["sgemm_GFLOPs"] if np.dtype(dtype) == np.float32 else machine["dgemm_GFLOPs"]
+
+
+if __name__ == "__main__":
+    for key, value in limits().items():
+        print(f"{key:>14}: {value}")

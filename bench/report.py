@@ -1,0 +1,121 @@
+"""Per-step floors and the benchmark report: ms/step, GFLOP/s and GB/s against this machine.
+
+The report is printed at the end of a ``pytest bench/`` run (bench/conftest.py)
+and can be printed again from a saved run::
+
+    python bench/report.py results.json      # a file from --benchmark-json
+
+Achieved rates are *floor work over measured time*: GFLOP/s = floor flops per
+step / seconds per step, GB/s = one-pass bytes per step / seconds per step
+(:func:`step_floor`). A backend that moves more bytes or does more flops than
+the floor (every peer does) shows a lower achieved rate than it really
+sustains; the numbers answer "how far from the floor is this step".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+# Filled by the benchmark tests (bench/test_bench_cpu.py), one dict per
+# benchmark; printed by bench/conftest.py at the end of the session.
+RESULTS: list[dict] = []
+
+FASTLIN_PREFIX = "fastlin-"
+
+
+def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
+    """Floor work of one exact GD step of the deep linear net ``dims = [d_0, ..., d_L]``.
+
+    From DESIGN.md, "The one-pass fused step":
+
+    * bytes = 2 * itemsize * params: each weight read once and written once
+      per step, the floor for exact GD on this model.
+    * flops = params * 2(2c + r), with c = n on the upward pass (two prefix
+      chains of n columns) and c = dy on the downward pass (two suffix chains
+      of dy rows), r = min(n, dy) for the rank-r update; averaged over the two
+      passes this is params * 2(n + dy + r) (72 per parameter for n = 16,
+      dy = 10), the same count as the textbook forward / backward / update.
+    """
+    params = sum(int(dims[i]) * int(dims[i - 1]) for i in range(1, len(dims)))
+    r = min(n, dy)
+    flops_per_param = (2 * (2 * n + r) + 2 * (2 * dy + r)) / 2
+    return {"params": params, "flops": params * flops_per_param, "bytes": 2 * itemsize * params}
+
+
+def _gemm_limit(machine: dict, dtype: str) -> float:
+    return machine["sgemm_GFLOPs"] if dtype == "float32" else machine["dgemm_GFLOPs"]
+
+
+def format_report(rows: list[dict], machine: dict | None) -> str:
+    """The report table, one block per (L, m, dtype), fastlin rows with their speedup.
+
+    ``rows`` hold the ``extra_info`` of each benchmark plus ``min_s`` and
+    ``median_s`` (seconds per round of ``steps_per_round`` steps).
+    """
+    if not rows:
+        return "fastlin bench: no results"
+    lines = ["fastlin bench: one full-batch GD step, X 1024x16, Y 10x16 (paper_data), orthogonal init, "
+             "Theorem 4.1 rate"]
+    if machine:
+        lines.append(f"machine (measured by bench/machine.py): {machine['cores']} cores, "
+                     f"copy {machine['copy_GBps']:.1f} GB/s (read+write), "
+                     f"dgemm {machine['dgemm_GFLOPs']:.1f} GFLOP/s, sgemm {machine['sgemm_GFLOPs']:.1f} GFLOP/s")
+    lines.append("ms/step = min over rounds (median in brackets); GFLOP/s and GB/s = floor work / min time "
+                 "(bench/report.py:step_floor); first call = first chunk incl. compile; "
+                 "speedup = best peer ms / this ms")
+    header = (f"{'L':>4} {'m':>5} {'dtype':<8}{'backend':<15}{'ms/step':>10} {'(median)':>10}"
+              f"{'GFLOP/s':>9}{'GB/s':>8}{'first call s':>14}  speedup vs best peer")
+    lines += [header, "-" * len(header)]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["L"], row["m"], row["dtype"]), []).append(row)
+    for (L, m, dtype), group in groups.items():
+        first = group[0]
+        floor_cells = f"{first['flops'] / 1e6:.3g} MFLOP, {first['bytes'] / 1e6:.3g} MB"
+        if machine:
+            t_flops = first["flops"] / (_gemm_limit(machine, dtype) * 1e9) * 1e3
+            t_bytes = first["bytes"] / (machine["copy_GBps"] * 1e9) * 1e3
+            floor_cells += f": {t_flops:.3g} ms at gemm rate, {t_bytes:.3g} ms at copy bandwidth"
+        lines.append(f"{L:>4} {m:>5} {dtype:<8}{'floor':<15}{floor_cells}")
+        peers = [r for r in group if not r["backend"].startswith(FASTLIN_PREFIX)]
+        best = min(peers, key=lambda r: r["min_s"] / r["steps_per_round"]) if peers else None
+        for row in group:
+            k = row["steps_per_round"]
+            ms = row["min_s"] / k * 1e3
+            ms_median = row["median_s"] / k * 1e3
+            gflops = row["flops"] / (ms / 1e3) / 1e9
+            gbps = row["bytes"] / (ms / 1e3) / 1e9
+            speedup = ""
+            if row["backend"].startswith(FASTLIN_PREFIX) and best is not None:
+                best_ms = best["min_s"] / best["steps_per_round"] * 1e3
+                speedup = f"{best_ms / ms:.2f}x ({best['backend']})"
+            lines.append(f"{'':>4} {'':>5} {'':<8}{row['backend']:<15}{ms:>10.4g} {'(' + format(ms_median, '.4g') + ')':>10}"
+                         f"{gflops:>9.1f}{gbps:>8.1f}{row['first_call_s']:>14.3f}  {speedup}")
+    return "\n".join(lines)
+
+
+def rows_from_json(data: dict) -> tuple[list[dict], dict | None]:
+    """Report rows and machine limits from a pytest-benchmark ``--benchmark-json`` file."""
+    rows = []
+    for bench in data.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "steps_per_round" not in info:
+            continue
+        rows.append({**info, "min_s": bench["stats"]["min"], "median_s": bench["stats"]["median"]})
+    return rows, data.get("machine_info", {}).get("fastlin_limits")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python bench/report.py RESULTS.json  (from pytest --benchmark-json)", file=sys.stderr)
+        return 2
+    with open(argv[0]) as fh:
+        rows, machine = rows_from_json(json.load(fh))
+    print(format_report(rows, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
