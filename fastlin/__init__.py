@@ -3,14 +3,14 @@
 Public API::
 
     haar_orthogonal, init_weights, network_dims, paper_data, theorem_lr,
-    train, TrainResult, Chains
+    train, train_batch, TrainResult, Chains
 
 Importing fastlin needs no GPU and compiles nothing; kernels load on first use.
 """
 
 from .init import haar_orthogonal, init_weights, network_dims, paper_data
 from .model import theorem_lr
-from .train import BACKENDS, Chains, TrainResult, train
+from .train import BACKENDS, Chains, TrainResult, train, train_batch
 
 __version__ = "0.1.0"
 
@@ -24,4 +24,5 @@ __all__ = [
     "paper_data",
     "theorem_lr",
     "train",
+    "train_batch",
 ]

@@ -162,3 +162,93 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
                        status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
                        backend=backend, dtype=str(dtype),
                        seconds=time.perf_counter() - started, chains=chains)
+
+
+def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rtol_stop=None,
+                progress=False) -> list[TrainResult]:
+    """Train many deep linear nets on the same X, Y for the same number of steps.
+
+    Each configuration c is trained exactly as ``train(weights_list[c], X, Y,
+    lr=lr[c], steps=steps, rtol_stop=rtol_stop[c])`` would; a backend with a
+    batch kernel (``"cuda"``: one thread block per configuration, all in one
+    launch per chunk of steps, divergence and ``rtol_stop`` decided per
+    configuration on the device) trains them together, other backends one
+    after the other.
+
+    Parameters
+    ----------
+    weights_list : list of weight lists
+        Raw paper weights W_1..W_L of each configuration; depths and widths
+        may differ, d_0 and d_L must match X and Y.
+    lr : float or sequence of floats, one per configuration.
+    rtol_stop : None, float, or sequence (None entries allowed).
+    Other parameters as in :func:`train`. Returns one TrainResult per
+    configuration, in order.
+    """
+    if isinstance(weights_list, np.ndarray) or not hasattr(weights_list, "__len__") or not weights_list:
+        raise TypeError("weights_list must be a non-empty list of weight lists")
+    C = len(weights_list)
+    lrs = [lr] * C if np.ndim(lr) == 0 else list(lr)
+    stops = [rtol_stop] * C if rtol_stop is None or np.ndim(rtol_stop) == 0 else list(rtol_stop)
+    if len(lrs) != C or len(stops) != C:
+        raise ValueError(f"lr and rtol_stop need one entry per configuration ({C})")
+    kernel = get_backend(backend)
+    if not hasattr(kernel, "init_batch"):
+        return [train(W, X, Y, lr=a, steps=steps, backend=backend, dtype=dtype, rtol_stop=s,
+                      progress=progress) for W, a, s in zip(weights_list, lrs, stops)]
+    checked = [check_problem(W, X, Y, dtype) for W in weights_list]
+    dtypes = {dt for _, dt in checked}
+    if len(dtypes) > 1:
+        raise TypeError(f"configurations have different dtypes {sorted(map(str, dtypes))}; pass dtype=")
+    dtype = dtypes.pop()
+    lrs = [check_lr(a) for a in lrs]
+    steps = check_steps(steps)
+    for s in stops:
+        if s is not None and (not isinstance(s, (int, float)) or not 0 < s < 1):
+            raise ValueError(f"rtol_stop must be a number in (0, 1), got {s!r}")
+
+    started = time.perf_counter()
+    dims_list = [d for d, _ in checked]
+    Vs = [to_normalized(W, d, dtype) for W, d in zip(weights_list, dims_list)]
+    batch = kernel.init_batch(Vs, np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype),
+                              [layer_rates(a, d) for a, d in zip(lrs, dims_list)])
+    loss = np.full((C, steps + 1), np.nan)
+    loss[:, 0] = batch.loss0
+    loss_stop = np.array([-math.inf if s is None else s * l0 for s, l0 in zip(stops, batch.loss0)])
+    t = np.zeros(C, dtype=np.int64)
+    status = np.full(C, COMPLETED)
+    for c in range(C):
+        if not math.isfinite(batch.loss0[c]):
+            status[c] = DIVERGED
+        elif batch.loss0[c] == 0 and stops[c] is not None:
+            status[c] = CONVERGED
+    chunk = 1
+    with tqdm(total=steps, disable=not progress, unit="step", desc=f"train_batch C={C}", leave=False) as bar:
+        while True:
+            active = (status == COMPLETED) & (t < steps)
+            if not active.any():
+                break
+            todo = np.where(active, np.minimum(chunk, steps - t), 0)
+            width = int(todo.max())
+            out = np.empty((C, width))
+            tick = time.perf_counter()
+            done, st = kernel.run_batch(batch, todo, loss_stop, out)
+            for c in np.flatnonzero(active):
+                loss[c, t[c] + 1:t[c] + 1 + done[c]] = out[c, :done[c]]
+                t[c] += done[c]
+                status[c] = st[c]
+            bar.update(int(t.min()) - bar.n)
+            if time.perf_counter() - tick < _CHUNK_SECONDS:
+                chunk *= 2
+    seconds = time.perf_counter() - started
+    results = []
+    for c in range(C):
+        if status[c] == CONVERGED:
+            loss[c, t[c] + 1:] = loss[c, t[c]]
+        elif status[c] == DIVERGED:
+            loss[c, t[c] + 1:] = np.nan
+        results.append(TrainResult(loss=loss[c], weights=to_raw(kernel.batch_weights(batch, c), dims_list[c]),
+                                   status=STATUS_NAMES[int(status[c])], steps_run=int(t[c]),
+                                   dims=dims_list[c], lr=lrs[c], backend=backend, dtype=str(dtype),
+                                   seconds=seconds))
+    return results

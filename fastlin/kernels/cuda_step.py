@@ -1,0 +1,360 @@
+"""numba.cuda device code of the one-pass fused GD step (DESIGN.md), for any batch of nets.
+
+One kernel template, compiled per (n, d_y, dtype, mode):
+
+* ``coop=True``: ONE configuration spread over a cooperative grid; layers are
+  separated by ``cuda.cg.this_grid().sync()`` (the large-width kernel).
+* ``coop=False``: one thread block per configuration, layers separated by
+  ``cuda.syncthreads()`` (the batched small-width kernel; also one small net).
+
+Both loop over a chunk of steps inside the launch and write loss(t) of every
+step on the device; the host only reads the loss history back. The scheme is
+the CPU kernel's: alternating upward and downward passes, chains stored
+transposed with two halves per level (``A2`` level j is (2n, d_j): old A
+rows 0..n-1, new A' rows n..2n-1; ``B2`` level j is (2 d_y, d_j): old B,
+new B'), the gradient step eta_i B_i^T E A_i^T = Lf^T Rf of rank
+r = min(n, d_y), never formed. Each weight is loaded once into a register,
+used for the old chain, updated, used for the new chain and stored once:
+2 x itemsize bytes of weight traffic per parameter per step.
+
+Work split. Upward layer i (V_i is d_out x d_in, row-major): a block takes a
+tile of ``RT`` rows; ``TPR = TPB / RT`` threads share a row, striding over its
+columns (coalesced), each accumulating partial sums of A_{i+1}[s, r] and
+A'_{i+1}[s, r] over its columns; a shared-memory reduction finishes them.
+Downward layer i: a block takes a chunk of ``CB`` columns; ``RS = TPB / CB``
+threads share a column, striding over the rows, accumulating partials of
+B_{i-1}[p, c] and B'_{i-1}[p, c]; the same reduction finishes them. Warp
+shuffles would be cheaper, but the simulator has none and CI tests this code
+there: the shared-memory reduction is the one path both run.
+
+The rank-r factors: the side that varies along the layer's "long" index
+(rows going up: Lf[q, r]; columns going down: Rf[q, c]) is formed on the fly
+from the cached chain; the other side is written by the owners of the
+previous layer's outputs into a parity buffer ``F`` (Rf = E A^T going up
+when d_y <= n; Lf = eta E^T B going down when d_y > n) or read straight from
+the chains (Rf = A^T going up when d_y > n; Lf = eta B going down when
+d_y <= n).
+
+Per-configuration metadata (absolute offsets into the flat buffers):
+``dims[c, j]`` = d_j, ``voff[c, k]`` start of V_{k+1}, ``aoff``/``boff[c, j]``
+start of level j of A2/B2, ``foff[c] = (parity 0, parity 1, leading dim)`` of
+F, ``eta[c, k]`` = eta_{k+1} = lr / d_{k+1}, ``nlayers[c]`` = L.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numba
+import numpy as np
+
+from . import COMPLETED, CONVERGED, DIVERGED
+from .cuda_compat import cuda
+
+# Shared memory for the partial-sum reduction, in bytes; the reduction runs in
+# groups of slots that fit.
+REDUCTION_BYTES = 16384
+# Static shared memory a block may use without opting in.
+SHARED_LIMIT = 48 * 1024
+
+
+@cuda.jit(device=True)
+def grid_sync():
+    cuda.cg.this_grid().sync()
+
+
+@cuda.jit(device=True)
+def block_sync():
+    cuda.syncthreads()
+
+
+def shared_bytes(n, dy, dtype, tpb=128, up_rows=8, down_cols=8, reduction_bytes=REDUCTION_BYTES):
+    """Static shared memory of one block of the step kernel, in bytes."""
+    item = np.dtype(dtype).itemsize
+    kmax = 2 * max(n, dy)
+    slots = _reduction_slots(kmax, tpb, item, reduction_bytes)
+    return item * (dy * n + slots * tpb + kmax * max(up_rows, down_cols)) + 8
+
+
+def _reduction_slots(kmax, tpb, item, reduction_bytes):
+    return max(1, min(kmax, reduction_bytes // (tpb * item)))
+
+
+@lru_cache(maxsize=None)
+def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduction_bytes=REDUCTION_BYTES):
+    """Compile-time specialized step kernel for n samples, d_y outputs, ``dtype``.
+
+    Returns ``kernel(V, A2, B2, F, E_g, ft_g, X, Y, dims, voff, aoff, boff,
+    foff, eta, nlayers, phase, todo, loss_stop, loss_out, done, status)``;
+    launch it with ``tpb`` threads per block and, for ``coop``, a cooperative
+    grid (one configuration), else one block per configuration.
+    """
+    N, DY = int(n), int(dy)
+    RANK = min(N, DY)
+    DT = numba.from_dtype(np.dtype(dtype))
+    TPB, RT, CB = int(tpb), int(up_rows), int(down_cols)
+    if TPB % RT or TPB % CB:
+        raise ValueError(f"tpb={TPB} must be a multiple of up_rows={RT} and down_cols={CB}")
+    TPR, RS = TPB // RT, TPB // CB
+    KUP, KDOWN = 2 * N, 2 * DY
+    KMAX = max(KUP, KDOWN)
+    OUTW = max(RT, CB)
+    SG = _reduction_slots(KMAX, TPB, np.dtype(dtype).itemsize, reduction_bytes)
+    NE = N * DY
+    group_sync = grid_sync if coop else block_sync
+    COOP = bool(coop)
+
+    @cuda.jit(device=True)
+    def reduce_partials(acc, K, red, out, nout, P, o_major, t):
+        """out[k * nout + o] = sum over the P threads of output slot o of their acc[k].
+
+        Thread t holds slot o, partner p: t = o * P + p (o_major) or p * nout + o.
+        Runs in groups of SG slots through ``red``; every thread of the block calls it.
+        """
+        for g0 in range(0, K, SG):
+            g1 = min(g0 + SG, K)
+            for k in range(g0, g1):
+                red[(k - g0) * TPB + t] = acc[k]
+            cuda.syncthreads()
+            for idx in range(t, (g1 - g0) * nout, TPB):
+                kk = idx // nout
+                o = idx - kk * nout
+                total = DT(0)
+                for p in range(P):
+                    src = o * P + p if o_major else p * nout + o
+                    total += red[kk * TPB + src]
+                out[(g0 + kk) * nout + o] = total
+            cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def up_layer(k, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff, boff, foff, eta):
+        """V_k(t+1) = V_k - Lf^T Rf, A_{k+1} = V_k A_k (old), A'_{k+1} = V_k(t+1) A'_k (new)."""
+        din = dims[cfg, k]
+        dout = dims[cfg, k + 1]
+        vo = voff[cfg, k]
+        ain = aoff[cfg, k]
+        aout = aoff[cfg, k + 1]
+        bc = boff[cfg, k + 1] + DY * dout  # cached suffix chain B_{k+1}(t), (d_y, d_out)
+        fk = foff[cfg, k % 2]
+        fnext = foff[cfg, (k + 1) % 2]
+        ld = foff[cfg, 2]
+        e = eta[cfg, k]
+        o = t // TPR
+        p = t - o * TPR
+        acc = cuda.local.array(KUP, DT)
+        lf = cuda.local.array(RANK, DT)
+        for tile in range(gb, (dout + RT - 1) // RT, ngb):
+            r = tile * RT + o
+            for s in range(KUP):
+                acc[s] = 0
+            if r < dout:
+                # Row factor Lf[:, r]: eta B[:, r] (d_y <= n) or eta E^T B[:, r].
+                if DY <= N:
+                    for q in range(RANK):
+                        lf[q] = e * B2[bc + q * dout + r]
+                else:
+                    for s in range(RANK):
+                        x = DT(0)
+                        for q in range(DY):
+                            x += Esh[q * N + s] * B2[bc + q * dout + r]
+                        lf[s] = e * x
+                row = vo + r * din
+                for c in range(p, din, TPR):
+                    v = V[row + c]
+                    for s in range(N):
+                        acc[s] += v * A2[ain + s * din + c]
+                    g = DT(0)
+                    for q in range(RANK):
+                        if DY <= N:
+                            g += lf[q] * F[fk + q * ld + c]  # Rf = E A^T, written by layer k-1
+                        else:
+                            g += lf[q] * A2[ain + q * din + c]  # Rf = A^T
+                    v_new = v - g
+                    V[row + c] = v_new
+                    for s in range(N):
+                        acc[N + s] += v_new * A2[ain + (N + s) * din + c]
+            reduce_partials(acc, KUP, red, out, RT, TPR, True, t)
+            for idx in range(t, KUP * RT, TPB):
+                kk = idx // RT
+                oo = idx - kk * RT
+                rr = tile * RT + oo
+                if rr < dout:
+                    A2[aout + kk * dout + rr] = out[idx]
+            if DY <= N:
+                # Rf of layer k+1: E A_{k+1}^T, column rr, from the old chain just formed.
+                for idx in range(t, RANK * RT, TPB):
+                    q = idx // RT
+                    oo = idx - q * RT
+                    rr = tile * RT + oo
+                    if rr < dout:
+                        x = DT(0)
+                        for s in range(N):
+                            x += Esh[q * N + s] * out[s * RT + oo]
+                        F[fnext + q * ld + rr] = x
+
+    @cuda.jit(device=True)
+    def down_layer(k, L, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff, boff, foff, eta):
+        """V_k(t+2) = V_k - Lf^T Rf, B_{k-1} = B_k V_k (old), B'_{k-1} = B'_k V_k(t+2) (new)."""
+        din = dims[cfg, k]
+        dout = dims[cfg, k + 1]
+        vo = voff[cfg, k]
+        bin_ = boff[cfg, k + 1]
+        bout = boff[cfg, k]
+        acached = aoff[cfg, k] + N * din  # cached prefix chain A_k(t+1), (n, d_in)
+        fk = foff[cfg, k % 2]
+        fnext = foff[cfg, (k + 1) % 2]
+        ld = foff[cfg, 2]
+        e = eta[cfg, k]
+        o = t % CB
+        p = t // CB
+        acc = cuda.local.array(KDOWN, DT)
+        rf = cuda.local.array(RANK, DT)
+        for chunk in range(gb, (din + CB - 1) // CB, ngb):
+            c = chunk * CB + o
+            for q in range(KDOWN):
+                acc[q] = 0
+            if c < din:
+                # Column factor Rf[:, c]: E A[:, c] (d_y <= n) or A^T[:, c].
+                for q in range(RANK):
+                    if DY <= N:
+                        x = DT(0)
+                        for s in range(N):
+                            x += Esh[q * N + s] * A2[acached + s * din + c]
+                        rf[q] = x
+                    else:
+                        rf[q] = A2[acached + q * din + c]
+                for r in range(p, dout, RS):
+                    v = V[vo + r * din + c]
+                    for q in range(DY):
+                        acc[q] += B2[bin_ + q * dout + r] * v
+                    g = DT(0)
+                    for q in range(RANK):
+                        if DY <= N:
+                            lq = e * B2[bin_ + q * dout + r]
+                        elif k == L - 1:
+                            lq = e * Esh[r * N + q]  # B_L = I: Lf = eta E^T
+                        else:
+                            lq = F[fk + q * ld + r]  # eta E^T B, written by layer k+1
+                        g += lq * rf[q]
+                    v_new = v - g
+                    V[vo + r * din + c] = v_new
+                    for q in range(DY):
+                        acc[DY + q] += B2[bin_ + (DY + q) * dout + r] * v_new
+            reduce_partials(acc, KDOWN, red, out, CB, RS, False, t)
+            for idx in range(t, KDOWN * CB, TPB):
+                kk = idx // CB
+                oo = idx - kk * CB
+                cc = chunk * CB + oo
+                if cc < din:
+                    B2[bout + kk * din + cc] = out[idx]
+            if DY > N and k > 0:
+                # Lf of layer k-1: eta E^T B_{k-1}, row cc, from the old chain just formed.
+                en = eta[cfg, k - 1]
+                for idx in range(t, N * CB, TPB):
+                    s = idx // CB
+                    oo = idx - s * CB
+                    cc = chunk * CB + oo
+                    if cc < din:
+                        x = DT(0)
+                        for q in range(DY):
+                            x += Esh[q * N + s] * out[q * CB + oo]
+                        F[fnext + s * ld + cc] = en * x
+
+    @cuda.jit
+    def step_kernel(V, A2, B2, F, E_g, ft_g, X, Y, dims, voff, aoff, boff, foff, eta, nlayers,
+                    phase, todo, loss_stop, loss_out, done, status):
+        t = cuda.threadIdx.x
+        if COOP:
+            cfg = 0
+            gb = cuda.blockIdx.x
+            ngb = cuda.gridDim.x
+        else:
+            cfg = cuda.blockIdx.x
+            gb = 0
+            ngb = 1
+        Esh = cuda.shared.array(NE, DT)
+        red = cuda.shared.array(SG * TPB, DT)
+        out = cuda.shared.array(KMAX * OUTW, DT)
+        loss_sh = cuda.shared.array(1, numba.float64)
+        L = nlayers[cfg]
+        d0 = dims[cfg, 0]
+        gt = gb * TPB + t  # thread index within this configuration's group
+        gthreads = ngb * TPB
+        for idx in range(t, NE, TPB):
+            Esh[idx] = E_g[cfg, idx]
+        cuda.syncthreads()
+        ph = phase[cfg]
+        steps = todo[cfg]
+        ndone = steps
+        st = COMPLETED
+        for step in range(steps):
+            if ph == 0:
+                if DY <= N:
+                    # Rf of layer 1: E X^T (the first layer's A is X, both halves).
+                    for idx in range(gt, RANK * d0, gthreads):
+                        q = idx // d0
+                        c = idx - q * d0
+                        x = DT(0)
+                        for s in range(N):
+                            x += Esh[q * N + s] * X[c, s]
+                        F[foff[cfg, 0] + q * foff[cfg, 2] + c] = x
+                    group_sync()
+                for k in range(L):
+                    up_layer(k, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff, boff,
+                             foff, eta)
+                    group_sync()
+            else:
+                for k in range(L - 1, -1, -1):
+                    down_layer(k, L, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff,
+                               boff, foff, eta)
+                    group_sync()
+                # f(t+2)^T = X^T B'_0^T, one output per thread of the group.
+                b0 = boff[cfg, 0] + DY * d0
+                for idx in range(gt, NE, gthreads):
+                    s = idx // DY
+                    q = idx - s * DY
+                    x = DT(0)
+                    for c in range(d0):
+                        x += X[c, s] * B2[b0 + q * d0 + c]
+                    ft_g[cfg, idx] = x
+                group_sync()
+            # E = f - Y and the loss, in every block alike (so all stop together).
+            ftop = aoff[cfg, L] + N * DY
+            for idx in range(t, NE, TPB):
+                q = idx // N
+                s = idx - q * N
+                if ph == 0:
+                    f = A2[ftop + s * DY + q]
+                else:
+                    f = ft_g[cfg, s * DY + q]
+                Esh[idx] = f - Y[q, s]
+            cuda.syncthreads()
+            if t == 0:
+                total = 0.0
+                for idx in range(NE):
+                    x64 = numba.float64(Esh[idx])
+                    total += x64 * x64
+                loss_sh[0] = 0.5 * total
+                if gb == 0:
+                    loss_out[cfg, step] = 0.5 * total
+            cuda.syncthreads()
+            loss = loss_sh[0]
+            ph = 1 - ph
+            if not math.isfinite(loss):
+                st = DIVERGED
+                ndone = step + 1
+                break
+            if loss <= loss_stop[cfg]:
+                st = CONVERGED
+                ndone = step + 1
+                break
+        if gb == 0:
+            for idx in range(t, NE, TPB):
+                E_g[cfg, idx] = Esh[idx]
+            if t == 0:
+                phase[cfg] = ph
+                done[cfg] = ndone
+                status[cfg] = st
+
+    return step_kernel
