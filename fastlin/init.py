@@ -93,14 +93,15 @@ def network_dims(depth, width, dx, dy) -> list[int]:
     return [dx] + [width] * (depth - 1) + [dy]
 
 
-def init_weights(dims, init, *, rng=None, dtype=np.float64) -> list[np.ndarray]:
+def init_weights(dims, init, *, rng=None, dtype=np.float64, device="cpu") -> list[np.ndarray]:
     """Raw paper weights W_1..W_L, W_i of shape ``(dims[i], dims[i-1])``.
 
     ``init="gaussian"``: entries iid N(0, 1).
     ``init="orthogonal"``: W_i = sqrt(max(d_i, d_{i-1})) * Q, Q Haar with
     orthonormal columns or rows (eq. (4) of Hu et al.); E[W_ij^2] = 1 as for
     the Gaussian on every square layer. Equal-shaped layers are sampled with
-    one batched QR.
+    one batched QR; ``device="cuda"`` runs it on the GPU
+    (:mod:`fastlin.haar_gpu`, other random draws than on the CPU).
     """
     dims = check_dims(dims)
     dtype = check_dtype(dtype)
@@ -115,7 +116,13 @@ def init_weights(dims, init, *, rng=None, dtype=np.float64) -> list[np.ndarray]:
     # order a pure function of the seed and dims.
     for shape in dict.fromkeys(shapes):
         where = [k for k, s in enumerate(shapes) if s == shape]
-        stack = haar_orthogonal(*shape, batch=len(where), rng=gen, dtype=np.float64)
+        if device == "cuda":
+            from .haar_gpu import haar_orthogonal_gpu, to_host
+
+            seed = int(gen.integers(2**63))
+            stack = to_host(haar_orthogonal_gpu(*shape, batch=len(where), seed=seed))
+        else:
+            stack = haar_orthogonal(*shape, batch=len(where), rng=gen, dtype=np.float64)
         stack *= np.sqrt(max(shape))
         for k, Q in zip(where, stack):
             weights[k] = np.ascontiguousarray(Q, dtype=dtype)
