@@ -7,8 +7,10 @@ competent user of each library would write them, so that the ratio to
 fastlin is an honest one:
 
 * ``NumpyPeer``: manual backprop with preallocated buffers (forward prefix
-  chain, downward suffix chain using the old V_i, then an in-place BLAS gemm
-  for the rank-dy update; no m x m gradient array is ever stored).
+  chain, downward suffix chain using the old V_i, and the rank-dy update
+  through one reused m x m buffer; no list of L gradients is ever stored).
+  Only NumPy's BLAS is called: mixing in SciPy's (a second OpenBLAS with its
+  own spinning thread pool) made a step 25x slower on 2 cores.
 * ``TorchPeer``: PyTorch autograd, eager, one Python iteration per step.
 * ``JaxPeer``: JAX ``jit`` of ``lax.scan`` over the steps, gradients from
   ``jax.value_and_grad``, weights donated to the compiled call.
@@ -26,7 +28,6 @@ import importlib.util
 import os
 
 import numpy as np
-from scipy.linalg import blas
 
 import fastlin
 from fastlin.model import layer_rates, to_normalized
@@ -57,7 +58,7 @@ def _loss64(E) -> float:
 
 
 class NumpyPeer:
-    """Manual backprop in NumPy (+ SciPy's BLAS gemm for the in-place update)."""
+    """Manual backprop in NumPy with preallocated buffers."""
 
     name = "numpy"
 
@@ -66,7 +67,7 @@ class NumpyPeer:
         self.V0 = [np.array(Vi, dtype=dtype, order="C") for Vi in V]
         self.V = [Vi.copy() for Vi in self.V0]
         self.X, self.Y = X, Y
-        self.eta = [float(e) for e in eta]
+        self.eta = [dtype.type(e) for e in eta]
         n, dy = X.shape[1], Y.shape[0]
         dims = [X.shape[0]] + [Vi.shape[0] for Vi in V]
         # A[j] = A_{j+1} (A[0] = X, A[L] = f); B[j] = B_j (B[L] = I).
@@ -74,14 +75,8 @@ class NumpyPeer:
         self.B = [np.empty((dy, d), dtype) for d in dims[:-1]] + [np.eye(dy, dtype=dtype)]
         self.E = np.empty((dy, n), dtype)
         self.EA = [np.empty((dy, d), dtype) for d in dims[:-1]]
-        self.gemm = blas.get_blas_funcs("gemm", dtype=dtype)
-        # The update works on V_i^T, an F-contiguous view of V_i, so that gemm
-        # can overwrite it in place; make sure it really does.
-        for Vi in self.V:
-            out = self.gemm(0.0, np.zeros((Vi.shape[1], 1), dtype), np.zeros((1, Vi.shape[0]), dtype),
-                            beta=1.0, c=Vi.T, overwrite_c=True)
-            if not np.shares_memory(out, Vi):
-                raise RuntimeError("scipy gemm did not update the weights in place")
+        # One update buffer per layer shape (all hidden layers share one).
+        self.update = {Vi.shape: np.empty(Vi.shape, dtype) for Vi in V}
 
     def reset(self):
         for Vi, V0i in zip(self.V, self.V0):
@@ -97,9 +92,11 @@ class NumpyPeer:
             Vj = V[j - 1]
             if j > 1:
                 np.matmul(B[j], Vj, out=B[j - 1])  # B_{j-1} = B_j V_j with the old V_j
+            # eta_j E A_j^T (dy x d_{j-1}, small), then V_j -= B_j^T (eta_j E A_j^T)
             EA = np.matmul(E, A[j - 1].T, out=self.EA[j - 1])
-            # V_j^T <- V_j^T - eta_j (E A_j^T)^T B_j, i.e. V_j <- V_j - eta_j B_j^T E A_j^T
-            self.gemm(-self.eta[j - 1], EA.T, B[j], beta=1.0, c=Vj.T, overwrite_c=True)
+            EA *= self.eta[j - 1]
+            step = np.matmul(B[j].T, EA, out=self.update[Vj.shape])
+            np.subtract(Vj, step, out=Vj)
         return loss
 
     def run(self, k: int) -> np.ndarray:
