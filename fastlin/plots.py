@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps, colors
+from matplotlib import colormaps, colors, ticker
 from matplotlib.cm import ScalarMappable
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -39,6 +39,8 @@ FORMATS = ("png", "pdf")
 LOG_REL_FLOOR = -12.0
 LOG_REL_CEIL = 1.0
 DIVERGED_COLOUR = "0.75"
+_FIGURE2_TOP = 10.0  # upper limit of Figure 2's loss axis
+FIGURE2_MAX_WIDTHS = 6  # more curves per panel are unreadable
 
 
 def _save(fig: Figure, stem) -> list[Path]:
@@ -141,13 +143,24 @@ def figure2_depths(grid: Grid) -> list[int]:
     return sorted({depths[0], depths[len(depths) // 2], depths[-1]})
 
 
+def figure2_widths(widths, most: int = FIGURE2_MAX_WIDTHS) -> list[int]:
+    """At most ``most`` widths spread evenly (in log) over ``widths``, ends included."""
+    widths = sorted(widths)
+    if len(widths) <= most:
+        return widths
+    picks = np.unique(np.round(np.linspace(0, len(widths) - 1, most)).astype(int))
+    return [widths[k] for k in picks]
+
+
 def figure2(grid: Grid, records: list[RunRecord], stem, *, depths=None) -> list[Path]:
     """Relative loss against step (log-log) at three depths; returns the files written."""
     depths = figure2_depths(grid) if depths is None else list(depths)
-    widths = sorted({r.config.width for r in records}) or sorted(grid.widths)
+    widths = figure2_widths(sorted({r.config.width for r in records} or grid.widths))
+    records = [r for r in records if r.config.width in widths]
     norm = colors.LogNorm(vmin=min(widths), vmax=max(widths) if max(widths) > min(widths) else min(widths) * 2)
-    cmap = colormaps["plasma"]
-    fig = Figure(figsize=(4.3 * len(depths) + 1.0, 4.0), layout="constrained")
+    # plasma without its pale yellow end, which vanishes on white
+    cmap = colors.ListedColormap(colormaps["plasma"](np.linspace(0.0, 0.85, 256)))
+    fig = Figure(figsize=(4.3 * len(depths) + 1.0, 4.6), layout="constrained")
     axes = fig.subplots(1, len(depths), squeeze=False, sharey=True)[0]
     floor = 1.0
     for ax, L in zip(axes, depths):
@@ -163,16 +176,19 @@ def figure2(grid: Grid, records: list[RunRecord], stem, *, depths=None) -> list[
                 floor = min(floor, float(rel[ok].min()))
             ax.loglog(t[ok], rel[ok], INIT_STYLES.get(c.init, ":"), color=cmap(norm(c.width)),
                       lw=1.3, alpha=0.9)
-            if r.status == "diverged":
-                ax.plot(t[ok][-1:] if ok.any() else [1], rel[ok][-1:] if ok.any() else [1], "x",
-                        color=cmap(norm(c.width)), ms=6)
+            if r.status == "diverged":  # mark where it left: at the last finite loss, clipped
+                t_end, rel_end = (t[ok][-1], rel[ok][-1]) if ok.any() else (1, 1.0)
+                ax.plot([t_end], [min(rel_end, _FIGURE2_TOP)], "x", color=cmap(norm(c.width)),
+                        ms=7, mew=2, clip_on=False, zorder=3)
         ax.set_title(f"depth L = {L}")
         ax.set_xlabel("GD step t")
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("loss(t) / loss(0)")
-    axes[0].set_ylim(max(floor, 1e-20) / 3, 10)
+    axes[0].set_ylim(max(floor, 1e-20) / 3, _FIGURE2_TOP)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), shrink=0.9)
     bar.set_label("width m")
+    bar.ax.yaxis.set_minor_locator(ticker.NullLocator())
+    bar.set_ticks(widths, labels=[str(m) for m in widths])
     handles = [Line2D([], [], color="k", ls=INIT_STYLES[i], label=f"{INIT_LABELS[i]} init")
                for i in grid.inits if i in INIT_STYLES]
     handles.append(Line2D([], [], color="k", marker="x", ls="", label="diverged"))

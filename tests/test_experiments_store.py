@@ -123,6 +123,7 @@ def test_kill_9_while_writing_leaves_only_complete_files(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     store = ResultStore(tmp_path)
     finished = store.finished_ids()
@@ -181,10 +182,10 @@ def test_a_failing_configuration_is_reported_not_stored_and_retried(tmp_path, mo
     bad = grid.configs()[2]
     real = executors_module.run_config_safely
 
-    def flaky(config):
+    def flaky(config, kernel_threads=None):
         if config.id == bad.id:
             return RunFailure(config, "RuntimeError: out of luck")
-        return real(config)
+        return real(config, kernel_threads)
 
     monkeypatch.setattr(executors_module, "run_config_safely", flaky)
     summary = sweep(grid, tmp_path)

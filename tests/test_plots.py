@@ -66,6 +66,13 @@ def test_figure2_depths_default_to_spread_of_grid(grid):
     assert plots.figure2_depths(grid.replace(figure2_depths=(4, 16))) == [4, 16]
 
 
+def test_figure2_thins_many_widths_evenly():
+    widths = list(range(10, 160, 10))
+    picked = plots.figure2_widths(widths, most=6)
+    assert picked[0] == 10 and picked[-1] == 150 and len(picked) == 6
+    assert plots.figure2_widths([4, 8, 16], most=6) == [4, 8, 16]
+
+
 def test_plot_store_refuses_a_directory_that_is_not_a_store(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a fastlin result store"):
         plots.plot_store(tmp_path)

@@ -51,6 +51,11 @@ class Executor:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers or default_workers()
 
+    @property
+    def kernel_threads(self) -> int:
+        """Numba threads per worker: this machine's cores shared among the workers."""
+        return max(1, default_workers() // self.workers)
+
     def run(self, configs: list[Config]) -> Iterator:
         """Yield a RunRecord or RunFailure for every configuration, as each finishes."""
         raise NotImplementedError
@@ -76,7 +81,7 @@ class _PoolExecutor(Executor):
         if not configs:
             return
         with self._pool() as pool:
-            futures = {pool.submit(run_config_safely, c): c for c in configs}
+            futures = {pool.submit(run_config_safely, c, self.kernel_threads): c for c in configs}
             try:
                 for future in cf.as_completed(futures):
                     try:
@@ -149,8 +154,11 @@ class DaskExecutor(Executor):
         from distributed import as_completed
 
         client = self.client()
-        futures = client.map(run_config_safely, configs, key=[f"fastlin-{c.id}" for c in configs],
-                             pure=False)
+        # On a remote cluster each worker process gets its machine's cores (1 Dask thread each);
+        # on a LocalCluster they share this machine's.
+        threads = None if self.scheduler else self.kernel_threads
+        futures = client.map(run_config_safely, configs, kernel_threads=threads,
+                             key=[f"fastlin-{c.id}" for c in configs], pure=False)
         owner = {f.key: c for f, c in zip(futures, configs)}
         try:
             for future in as_completed(futures):

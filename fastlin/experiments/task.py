@@ -51,9 +51,26 @@ def run_config(config: Config) -> RunRecord:
                      backend=config.backend, host=hostname())
 
 
-def run_config_safely(config: Config) -> RunRecord | RunFailure:
-    """:func:`run_config`, with an exception turned into a :class:`RunFailure`."""
+def set_kernel_threads(threads: int | None) -> None:
+    """Let parallel Numba kernels started from this thread use at most ``threads`` threads.
+
+    Numba's thread count is per calling thread, so each worker of a sweep
+    sets its own share of the cores: two workers each opening parallel
+    regions over all cores would wait on each other at every region (L of
+    them per step).
+    """
+    if threads is None:
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
+def run_config_safely(config: Config, kernel_threads: int | None = None) -> RunRecord | RunFailure:
+    """:func:`run_config` with at most ``kernel_threads`` kernel threads, an exception
+    turned into a :class:`RunFailure`."""
     try:
+        set_kernel_threads(kernel_threads)
         return run_config(config)
     except Exception as exc:  # noqa: BLE001 - reported per configuration, the sweep goes on
         tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
