@@ -170,9 +170,10 @@ def _seconds_per_step(config: Config, probe_seconds: float) -> float:
     """Measured seconds per GD step of ``config``'s shape.
 
     A one-step warm-up compiles the kernels; then runs of k and 2k steps are
-    timed (k doubling until the longer run takes ``probe_seconds``) and their
-    difference divided by k, which cancels the fixed cost of a run (weight
-    conversion, state set-up).
+    timed, k doubling until the k extra steps of the longer run take
+    ``probe_seconds``; their difference divided by k cancels the fixed cost
+    of a run (weight conversion, first touch of fresh memory), which can
+    exceed a second at paper scale.
     """
     probe = dataclasses.replace(config, init="gaussian", lr=LRRule("fixed", 1e-30), rtol_stop=None)
     run_config(dataclasses.replace(probe, steps=1))
@@ -180,7 +181,6 @@ def _seconds_per_step(config: Config, probe_seconds: float) -> float:
     while True:
         short = run_config(dataclasses.replace(probe, steps=k)).seconds
         long = run_config(dataclasses.replace(probe, steps=2 * k)).seconds
-        if long >= probe_seconds or k >= 4096:
-            # (timing noise can make the difference tiny: floor it at a quarter of the run)
-            return max(long - short, 0.25 * long) / k
+        if long - short >= probe_seconds or k >= 4096:
+            return max(long - short, 1e-9) / k
         k *= 2
