@@ -75,13 +75,58 @@ def gemm_rate(dtype=np.float64, size=GEMM_SIZE, repeats=REPEATS) -> float:
 
 @lru_cache(maxsize=None)
 def limits() -> dict:
-    """Measured limits of this machine: copy GB/s, dgemm and sgemm GFLOP/s, core count."""
-    return {
-        "cores": os.cpu_count(),
-        "copy_GBps": round(copy_bandwidth(), 2),
-        "dgemm_GFLOPs": round(gemm_rate(np.float64), 2),
-        "sgemm_GFLOPs": round(gemm_rate(np.float32), 2),
-    }
+    """Measured limits of this machine: copy GB/s, dgemm and sgemm GFLOP/s, core count.
+
+    ``other_cores``: cores used by other processes meanwhile (see :class:`OtherLoad`).
+    """
+    with OtherLoad() as others:
+        measured = {
+            "cores": os.cpu_count(),
+            "copy_GBps": round(copy_bandwidth(), 2),
+            "dgemm_GFLOPs": round(gemm_rate(np.float64), 2),
+            "sgemm_GFLOPs": round(gemm_rate(np.float32), 2),
+        }
+    measured["other_cores"] = None if others.cores is None else round(others.cores, 2)
+    return measured
+
+
+class OtherLoad:
+    """CPU time used by *other* processes while a block runs, in cores (Linux /proc).
+
+    ``with OtherLoad() as load: ...`` then ``load.cores``: (busy jiffies of
+    the whole machine - jiffies of this process) / elapsed time. About 0 on a
+    quiet machine; ~1 means another process held a whole core, and a
+    multi-threaded timing on 2 cores is then not to be trusted. ``None``
+    where /proc is not available.
+    """
+
+    def __init__(self):
+        self.cores = None
+
+    @staticmethod
+    def _sample():
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        with open("/proc/self/stat") as fh:
+            own = fh.read().rsplit(")", 1)[1].split()
+        mine = int(own[11]) + int(own[12])  # utime + stime of all threads
+        return busy, mine, time.perf_counter()
+
+    def __enter__(self):
+        try:
+            self._start = self._sample()
+        except (OSError, ValueError, IndexError):
+            self._start = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._start is not None:
+            busy, mine, now = self._sample()
+            ticks = os.sysconf("SC_CLK_TCK")
+            others = (busy - self._start[0]) - (mine - self._start[1])
+            self.cores = max(0.0, others / ticks / max(now - self._start[2], 1e-9))
+        return False
 
 
 def gemm_limit(machine: dict, dtype) -> float:

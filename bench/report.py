@@ -47,6 +47,11 @@ def _gemm_limit(machine: dict, dtype: str) -> float:
     return machine["sgemm_GFLOPs"] if dtype == "float32" else machine["dgemm_GFLOPs"]
 
 
+def _cores(row: dict) -> str:
+    cores = row.get("other_cores")
+    return "?" if cores is None else f"{cores:.2f}"
+
+
 def format_report(rows: list[dict], machine: dict | None) -> str:
     """The report table, one block per (L, m, dtype), fastlin rows with their speedup.
 
@@ -60,12 +65,14 @@ def format_report(rows: list[dict], machine: dict | None) -> str:
     if machine:
         lines.append(f"machine (measured by bench/machine.py): {machine['cores']} cores, "
                      f"copy {machine['copy_GBps']:.1f} GB/s (read+write), "
-                     f"dgemm {machine['dgemm_GFLOPs']:.1f} GFLOP/s, sgemm {machine['sgemm_GFLOPs']:.1f} GFLOP/s")
+                     f"dgemm {machine['dgemm_GFLOPs']:.1f} GFLOP/s, sgemm {machine['sgemm_GFLOPs']:.1f} GFLOP/s"
+                     f" (other processes meanwhile: {machine.get('other_cores', '?')} cores)")
     lines.append("ms/step = min over rounds (median in brackets); GFLOP/s and GB/s = floor work / min time "
                  "(bench/report.py:step_floor); first call = first chunk incl. compile; "
+                 "others = cores used by other processes while timing (> ~0.2: noisy); "
                  "speedup = best peer ms / this ms")
     header = (f"{'L':>4} {'m':>5} {'dtype':<8}{'backend':<15}{'ms/step':>10} {'(median)':>10}"
-              f"{'GFLOP/s':>9}{'GB/s':>8}{'first call s':>14}  speedup vs best peer")
+              f"{'GFLOP/s':>9}{'GB/s':>8}{'first call s':>14}{'others':>8}  speedup vs best peer")
     lines += [header, "-" * len(header)]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -91,7 +98,7 @@ def format_report(rows: list[dict], machine: dict | None) -> str:
                 best_ms = best["min_s"] / best["steps_per_round"] * 1e3
                 speedup = f"{best_ms / ms:.2f}x ({best['backend']})"
             lines.append(f"{'':>4} {'':>5} {'':<8}{row['backend']:<15}{ms:>10.4g} {'(' + format(ms_median, '.4g') + ')':>10}"
-                         f"{gflops:>9.1f}{gbps:>8.1f}{row['first_call_s']:>14.3f}  {speedup}")
+                         f"{gflops:>9.1f}{gbps:>8.1f}{row['first_call_s']:>14.3f}{_cores(row):>8}  {speedup}")
     return "\n".join(lines)
 
 

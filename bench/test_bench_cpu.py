@@ -27,6 +27,7 @@ import time
 import numpy as np
 import pytest
 
+import machine
 import peers
 import report
 
@@ -144,7 +145,9 @@ def test_gd_step(benchmark, request, size, backend, dtype):
     info = {"L": L, "m": m, "dtype": dtype, "backend": backend, "steps_per_round": k,
             "first_call_s": first_call_s, **floor}
     benchmark.extra_info.update(info)
-    benchmark.pedantic(runner.run, args=(k,), setup=runner.reset, rounds=rounds, warmup_rounds=0)
+    with machine.OtherLoad() as others:
+        benchmark.pedantic(runner.run, args=(k,), setup=runner.reset, rounds=rounds, warmup_rounds=0)
+    benchmark.extra_info["other_cores"] = info["other_cores"] = others.cores
     if benchmark.stats:
         report.RESULTS.append({**info, "min_s": benchmark.stats.stats.min,
                                "median_s": benchmark.stats.stats.median})
