@@ -85,14 +85,7 @@ def figure1(grid: Grid, records: list[RunRecord], stem, *, threshold: float | No
     for row, init in enumerate(inits):
         for col, t in enumerate(steps):
             ax = axes[row][col]
-            Z = np.full((len(depths), len(widths)), np.nan)
-            missing = np.ones_like(Z, dtype=bool)
-            for (i, L, m), rel in tables[t].items():
-                if i != init:
-                    continue
-                y, x = np.searchsorted(depths, L), np.searchsorted(widths, m)
-                missing[y, x] = False
-                Z[y, x] = math.log10(rel) if math.isfinite(rel) and rel > 0 else np.nan
+            Z, missing = heatmap_values(tables[t], init, depths, widths)
             shown = np.ma.masked_invalid(Z)
             mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap=cmap, norm=norm, shading="flat")
             if missing.any():  # not (yet) computed: white, hatched
@@ -115,6 +108,28 @@ def figure1(grid: Grid, records: list[RunRecord], stem, *, threshold: float | No
     fig.suptitle(f"Deep linear nets, {grid.lr.describe()}, X {grid.dx}x{grid.n}, "
                  f"Y = W*X {grid.dy}x{grid.n}")
     return _save(fig, stem)
+
+
+def heatmap_values(table: dict, init: str, depths, widths):
+    """(Z, missing): Z[j, k] = log10(loss(t)/loss(0)) of depth ``depths[j]``, width ``widths[k]``.
+
+    ``table`` is :func:`~fastlin.experiments.analysis.relative_loss_at`'s
+    output. Diverged runs (+inf) are NaN (drawn grey); an exact fit (0) is
+    put below the colour range; ``missing`` marks configurations not in the table.
+    """
+    depths, widths = list(depths), list(widths)
+    Z = np.full((len(depths), len(widths)), np.nan)
+    missing = np.ones_like(Z, dtype=bool)
+    for (i, L, m), rel in table.items():
+        if i != init or L not in depths or m not in widths:
+            continue
+        y, x = depths.index(L), widths.index(m)
+        missing[y, x] = False
+        if rel == 0:
+            Z[y, x] = LOG_REL_FLOOR - 1
+        elif math.isfinite(rel):
+            Z[y, x] = math.log10(rel)
+    return Z, missing
 
 
 def _overlay_critical(ax, records, init, step, threshold, depths):

@@ -61,6 +61,16 @@ def test_figure1_marks_missing_configurations_and_still_draws(tmp_path, grid, pn
     assert all(p.exists() for p in paths)
 
 
+def test_heatmap_values():
+    table = {("gaussian", 2, 4): 1e-3, ("gaussian", 2, 8): math.inf, ("gaussian", 4, 8): 0.0,
+             ("orthogonal", 2, 4): 0.5}
+    Z, missing = plots.heatmap_values(table, "gaussian", [2, 4], [4, 8])
+    assert Z[0, 0] == pytest.approx(-3.0)
+    assert np.isnan(Z[0, 1]) and not missing[0, 1]  # diverged: drawn grey
+    assert Z[1, 1] < plots.LOG_REL_FLOOR  # exact fit: below the colour range
+    assert missing.tolist() == [[False, False], [True, False]]
+
+
 def test_figure2_depths_default_to_spread_of_grid(grid):
     assert plots.figure2_depths(grid) == [2, 8, 32]
     assert plots.figure2_depths(grid.replace(figure2_depths=(4, 16))) == [4, 16]

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .executors import Executor, make_executor
 from .grid import Config, Grid, LRRule
 from .store import ResultStore, RunRecord
-from .task import RunFailure, run_config
+from .task import run_config
 
 # Rough cost model of one GD step (seconds ~ a * parameters + b * depth):
 # the per-layer term stands for the fixed work of each layer (loop and

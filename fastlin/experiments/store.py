@@ -37,7 +37,6 @@ import numpy as np
 
 from .grid import Config, Grid
 
-STATUSES = ("completed", "converged", "diverged")
 TMP_MARK = ".tmp-"
 
 
