@@ -18,10 +18,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .executors import Executor, make_executor
+from .executors import Executor, default_workers, make_executor
 from .grid import Config, Grid, LRRule
 from .store import ResultStore, RunRecord
-from .task import run_config
+from .task import run_config, set_kernel_threads
 
 # Rough cost model of one GD step (seconds ~ a * parameters + b * depth):
 # the per-layer term stands for the fixed work of each layer (loop and
@@ -102,13 +102,13 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     Returns the :class:`SweepSummary`; its one-line form is printed at the end.
     """
     started = time.perf_counter()
+    runner = make_executor(executor, workers=workers, scheduler=scheduler)  # bad names fail here
     store = ResultStore(out).create()
     store.remove_stale_temporaries()
     store.save_grid(grid)
     todo, skipped = pending_configs(grid, store, force)
     summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped)
     if todo:
-        runner = make_executor(executor, workers=workers, scheduler=scheduler)
         costs = {c.id: config_cost(c) for c in todo}
         bar = tqdm(total=sum(costs.values()), disable=not progress, file=stream or sys.stderr,
                    desc=f"sweep ({runner.describe()})",
@@ -155,8 +155,14 @@ def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float
     base = configs[0]
     wide = dataclasses.replace(base, width=max(grid.widths), depth=min(max(grid.depths), 16))
     deep = dataclasses.replace(base, width=min(grid.widths), depth=max(grid.depths))
-    t_wide = _seconds_per_step(wide, probe_seconds)
-    t_deep = _seconds_per_step(deep, probe_seconds) if deep != wide else t_wide
+    # Time the probes with the kernel threads each of ``workers`` workers gets.
+    previous = _kernel_threads_now()
+    set_kernel_threads(max(1, default_workers() // workers))
+    try:
+        t_wide = _seconds_per_step(wide, probe_seconds)
+        t_deep = _seconds_per_step(deep, probe_seconds) if deep != wide else t_wide
+    finally:
+        set_kernel_threads(previous)
     a = t_wide / wide.parameters  # the wide probe is dominated by weight traffic
     b = max(0.0, (t_deep - a * deep.parameters) / deep.depth)
     probes = [(wide, t_wide), (deep, t_deep)]
@@ -164,6 +170,12 @@ def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float
     return {"seconds": total / workers, "configurations": len(configs), "workers": workers,
             "backend": grid.backend,
             "probes": [{"depth": p.depth, "width": p.width, "seconds_per_step": t} for p, t in probes]}
+
+
+def _kernel_threads_now() -> int:
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _seconds_per_step(config: Config, probe_seconds: float) -> float:
