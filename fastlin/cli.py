@@ -42,7 +42,7 @@ def cmd_train(args) -> int:
 def _sweep_options(p) -> None:
     p.add_argument("--out", required=True, help="result store directory (created; reruns resume it)")
     p.add_argument("--executor", default="threads",
-                   help="threads (default), processes or dask")
+                   help="threads (default), processes, dask, or gpu (CUDA batch kernel: slices of the grid per launch)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel configurations (default: all cores)")
     p.add_argument("--scheduler", default=None,

@@ -77,3 +77,35 @@ def test_registered_batched_executor_receives_whole_slices(tmp_path, monkeypatch
     assert BatchedExecutor.slices == [4, 4, 4, 4]
     register_executor("batched-test", BatchedExecutor)
     assert make_executor("batched-test", workers=1).name == "batched-test"
+
+
+def test_gpu_batch_executor_slices_and_results(tmp_path):
+    """The batched executor's grouping and records, run through train_batch's loop on the CPU.
+
+    On "cuda" the same slices go to one kernel launch each (tested in
+    test_cuda_kernel.py against per-configuration training).
+    """
+    from fastlin.experiments.executors import BatchExecutor
+
+    grid = tiny_grid()
+    executor = BatchExecutor(backend="numpy", batch_size=5, max_batch_weights=30)
+    configs = grid.configs()
+    parts = executor.slices(configs)
+    assert sorted(c.id for part in parts for c in part) == sorted(c.id for c in configs)
+    for part in parts:
+        assert len(part) <= 5
+        assert len({(c.data_seed, c.dx, c.n, c.dy, c.dtype, c.steps) for c in part}) == 1
+        if len(part) > 1:  # only nets whose largest layer is below 30 weights share a launch
+            assert all(max(c.dims[i] * c.dims[i - 1] for i in range(1, len(c.dims))) < 30 for c in part)
+    run_sweep(grid, tmp_path / "threads", executor="threads", workers=2, progress=False)
+    summary = run_sweep(grid, tmp_path / "gpu", executor=executor, progress=False)
+    assert (summary.done, summary.failed) == (len(configs), 0)
+    assert_same(losses(tmp_path / "threads", grid), losses(tmp_path / "gpu", grid))
+
+
+def test_gpu_batch_executor_needs_its_backend():
+    from fastlin.experiments.executors import BatchExecutor
+
+    assert EXECUTORS["gpu"] is BatchExecutor
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        BatchExecutor(backend="tpu")

@@ -15,6 +15,8 @@ Built in:
   per thread. The Numba kernels release the GIL, so threads run in parallel.
 * ``processes``: a pool of worker processes (``spawn``ed, so no lock or
   thread state is inherited), for backends that hold the GIL.
+* ``gpu``: slices of same-data configurations trained together by the
+  CUDA batch kernel (:class:`BatchExecutor`).
 * ``dask``: a Dask distributed cluster: an existing scheduler
   (``scheduler="tcp://host:8786"``) whose workers may be other machines, or
   a LocalCluster of ``workers`` single-threaded worker processes. Results
@@ -178,10 +180,78 @@ class DaskExecutor(Executor):
             self._cluster = None
 
 
+class BatchExecutor(Executor):
+    """Trains slices of the grid together through :func:`fastlin.train_batch`.
+
+    Configurations that share the data, dtype and step count form a group;
+    small ones (largest layer below ``max_batch_weights`` weights) are handed
+    over ``batch_size`` at a time, so the CUDA backend trains a whole slice in
+    one kernel launch per chunk of steps (one thread block per
+    configuration); larger ones get a launch of their own. ``backend`` is the
+    batch backend (``"cuda"``); any other backend trains the slice one
+    configuration after another, which the tests use to check the grouping.
+    """
+
+    name = "gpu"
+
+    def __init__(self, workers: int | None = None, backend: str = "cuda",
+                 batch_size: int = 512, max_batch_weights: int = 128 * 128):
+        super().__init__(workers)
+        from ..train import get_backend
+
+        get_backend(backend)  # a clear error now if this machine cannot run it
+        self.backend = backend
+        self.batch_size = batch_size
+        self.max_batch_weights = max_batch_weights
+
+    def describe(self) -> str:
+        return f"batched on {self.backend} (up to {self.batch_size} configurations a launch)"
+
+    def slices(self, configs: list[Config]) -> list[list[Config]]:
+        """Group configurations that can share one launch, cheapest first."""
+        groups: dict[tuple, list[Config]] = {}
+        for c in sorted(configs, key=lambda c: c.parameters):
+            key = (c.data_seed, c.dx, c.n, c.dy, c.dtype, c.steps)
+            groups.setdefault(key, []).append(c)
+        out = []
+        for group in groups.values():
+            small = [c for c in group if max(c.dims[i] * c.dims[i - 1]
+                                             for i in range(1, len(c.dims))) < self.max_batch_weights]
+            large = [c for c in group if c not in small]
+            out += [small[i:i + self.batch_size] for i in range(0, len(small), self.batch_size)]
+            out += [[c] for c in large]
+        return out
+
+    def run(self, configs):
+        from ..init import init_weights
+        from ..train import train_batch
+        from .store import RunRecord, hostname
+        from .task import problem_data
+
+        for part in self.slices(configs):
+            first = part[0]
+            try:
+                X, Y = problem_data(first.data_seed, first.dx, first.n, first.dy, first.dtype)
+                weights = [init_weights(c.dims, c.init, rng=c.seed, dtype=c.dtype) for c in part]
+                lrs = [c.lr.learning_rate(X, c.depth, c.dy) for c in part]
+                results = train_batch(weights, X, Y, lr=lrs, steps=first.steps, backend=self.backend,
+                                      rtol_stop=[c.rtol_stop for c in part])
+            except Exception as exc:  # noqa: BLE001 - reported per configuration, the sweep goes on
+                for c in part:
+                    yield RunFailure(c, f"{type(exc).__name__}: {exc}")
+                continue
+            share = results[0].seconds / len(part) if part else 0.0
+            for c, lr, r in zip(part, lrs, results):
+                yield RunRecord(config=c, loss=r.loss, status=r.status, steps_run=r.steps_run,
+                                seconds=share if self.backend == "cuda" else r.seconds, lr=lr,
+                                backend=self.backend, host=hostname())
+
+
 EXECUTORS: dict[str, Callable[..., Executor]] = {
     "threads": ThreadExecutor,
     "processes": ProcessExecutor,
     "dask": DaskExecutor,
+    "gpu": BatchExecutor,
 }
 
 

@@ -86,7 +86,7 @@ class Config:
     n: int = 16
     dy: int = 10
     rtol_stop: float | None = None
-    backend: str = field(default="numpy", compare=False)
+    backend: str = field(default="cpu", compare=False)
 
     def identity(self) -> dict:
         """The fields that determine the result, as a JSON-ready dict."""
@@ -154,7 +154,7 @@ class Grid:
     steps: int = 1000
     lr: LRRule = LRRule()
     dtype: str = "float64"
-    backend: str = "numpy"
+    backend: str = "cpu"
     data_seed: int = 0
     dx: int = 1024
     n: int = 16
