@@ -101,55 +101,68 @@ def chain_rows(Vk, A_in, A_out, r0, r1):
 def update_rows(Vk, Lf, Rf, rank, r0, r1, c0, c1):
     """Vk[r, c] -= sum_q Lf[q, r] Rf[q, c] on the block [r0, r1) x [c0, c1).
 
-    The rank-r gradient step; terms are taken four at a time so each pass
-    over a row does four FMAs per load and store of Vk. Loops run over 1-D
-    row views indexed from 0: numba then emits no negative-index wraparound
-    test and LLVM vectorizes them.
+    The rank-r gradient step, two rows and four terms at a time so that each
+    load of Rf serves two rows. Loops run over 1-D row views indexed from 0:
+    numba then emits no negative-index wraparound test and LLVM vectorizes.
     """
     width = c1 - c0
-    for r in range(r0, r1):
+    r = r0
+    while r + 2 <= r1:
         v = Vk[r][c0:c1]
+        w = Vk[r + 1][c0:c1]
         q = 0
         while q + 4 <= rank:
-            l0 = Lf[q, r]
-            l1 = Lf[q + 1, r]
-            l2 = Lf[q + 2, r]
-            l3 = Lf[q + 3, r]
-            g0 = Rf[q][c0:c1]
-            g1 = Rf[q + 1][c0:c1]
-            g2 = Rf[q + 2][c0:c1]
-            g3 = Rf[q + 3][c0:c1]
+            l0, l1, l2, l3 = Lf[q, r], Lf[q + 1, r], Lf[q + 2, r], Lf[q + 3, r]
+            k0, k1, k2, k3 = Lf[q, r + 1], Lf[q + 1, r + 1], Lf[q + 2, r + 1], Lf[q + 3, r + 1]
+            g0, g1, g2, g3 = Rf[q][c0:c1], Rf[q + 1][c0:c1], Rf[q + 2][c0:c1], Rf[q + 3][c0:c1]
             for c in range(width):
-                v[c] -= (l0 * g0[c] + l1 * g1[c]) + (l2 * g2[c] + l3 * g3[c])
+                x0, x1, x2, x3 = g0[c], g1[c], g2[c], g3[c]
+                v[c] -= (l0 * x0 + l1 * x1) + (l2 * x2 + l3 * x3)
+                w[c] -= (k0 * x0 + k1 * x1) + (k2 * x2 + k3 * x3)
             q += 4
         while q < rank:
+            l0, k0 = Lf[q, r], Lf[q, r + 1]
+            g0 = Rf[q][c0:c1]
+            for c in range(width):
+                v[c] -= l0 * g0[c]
+                w[c] -= k0 * g0[c]
+            q += 1
+        r += 2
+    if r < r1:
+        v = Vk[r][c0:c1]
+        for q in range(rank):
             l0 = Lf[q, r]
             g0 = Rf[q][c0:c1]
             for c in range(width):
                 v[c] -= l0 * g0[c]
-            q += 1
 
 
 @serial
 def chain_cols(Vk, B_in, acc, r0, r1, c0):
-    """acc[p, c] += sum_{r in [r0, r1)} B_in[p, r] Vk[r, c0 + c] for all p and c < acc width."""
+    """acc[p, c] += sum_{r in [r0, r1)} B_in[p, r] Vk[r, c0 + c] for all p and c < acc width.
+
+    Four rows of Vk by two chain rows at a time: each load of Vk serves two
+    outputs.
+    """
     P = B_in.shape[0]
     width = acc.shape[1]
     c1 = c0 + width
     r = r0
     while r + 4 <= r1:
-        v0 = Vk[r][c0:c1]
-        v1 = Vk[r + 1][c0:c1]
-        v2 = Vk[r + 2][c0:c1]
-        v3 = Vk[r + 3][c0:c1]
-        for p in range(P):
-            b0 = B_in[p, r]
-            b1 = B_in[p, r + 1]
-            b2 = B_in[p, r + 2]
-            b3 = B_in[p, r + 3]
-            out = acc[p]
+        v0, v1, v2, v3 = Vk[r][c0:c1], Vk[r + 1][c0:c1], Vk[r + 2][c0:c1], Vk[r + 3][c0:c1]
+        for p in range(0, P - 1, 2):
+            b0, b1, b2, b3 = B_in[p, r], B_in[p, r + 1], B_in[p, r + 2], B_in[p, r + 3]
+            d0, d1, d2, d3 = B_in[p + 1, r], B_in[p + 1, r + 1], B_in[p + 1, r + 2], B_in[p + 1, r + 3]
+            o0, o1 = acc[p], acc[p + 1]
             for c in range(width):
-                out[c] += (b0 * v0[c] + b1 * v1[c]) + (b2 * v2[c] + b3 * v3[c])
+                x0, x1, x2, x3 = v0[c], v1[c], v2[c], v3[c]
+                o0[c] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
+                o1[c] += (d0 * x0 + d1 * x1) + (d2 * x2 + d3 * x3)
+        if P % 2 == 1:
+            b0, b1, b2, b3 = B_in[P - 1, r], B_in[P - 1, r + 1], B_in[P - 1, r + 2], B_in[P - 1, r + 3]
+            o0 = acc[P - 1]
+            for c in range(width):
+                o0[c] += (b0 * v0[c] + b1 * v1[c]) + (b2 * v2[c] + b3 * v3[c])
         r += 4
     while r < r1:
         v0 = Vk[r][c0:c1]
