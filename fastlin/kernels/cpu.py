@@ -248,6 +248,28 @@ def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy):
 
 
 @serial
+def combine_rows(coef, M, out, scale):
+    """out[:] = scale * sum_k coef[k] M[k, :], four rows of M per pass (few, long loops)."""
+    width = out.size
+    for c in range(width):
+        out[c] = 0
+    K = coef.size
+    k = 0
+    while k + 4 <= K:
+        a0, a1, a2, a3 = scale * coef[k], scale * coef[k + 1], scale * coef[k + 2], scale * coef[k + 3]
+        m0, m1, m2, m3 = M[k], M[k + 1], M[k + 2], M[k + 3]
+        for c in range(width):
+            out[c] += (a0 * m0[c] + a1 * m1[c]) + (a2 * m2[c] + a3 * m3[c])
+        k += 4
+    while k < K:
+        a0 = scale * coef[k]
+        m0 = M[k]
+        for c in range(width):
+            out[c] += a0 * m0[c]
+        k += 1
+
+
+@serial
 def gradient_factors(B, AT, E, eta, Lf, Rf):
     """Write eta B^T E A^T = Lf^T Rf with rank r = min(n, dy); return r.
 
@@ -257,38 +279,51 @@ def gradient_factors(B, AT, E, eta, Lf, Rf):
     dy, n = E.shape
     dout = B.shape[1]
     din = AT.shape[1]
+    one = E.dtype.type(1)
     if dy <= n:
         for q in range(dy):
+            lq = Lf[q]
+            bq = B[q]
             for r in range(dout):
-                Lf[q, r] = eta * B[q, r]
-            for c in range(din):
-                Rf[q, c] = 0
-            for s in range(n):
-                e = E[q, s]
-                for c in range(din):
-                    Rf[q, c] += e * AT[s, c]
+                lq[r] = eta * bq[r]
+            combine_rows(E[q], AT, Rf[q][:din], one)
         return dy
+    ET = E.T.copy()
     for s in range(n):
-        for r in range(dout):
-            Lf[s, r] = 0
-        for q in range(dy):
-            e = eta * E[q, s]
-            for r in range(dout):
-                Lf[s, r] += e * B[q, r]
+        combine_rows(ET[s], B, Lf[s][:dout], eta)
+        rs = Rf[s]
+        ats = AT[s]
         for c in range(din):
-            Rf[s, c] = AT[s, c]
+            rs[c] = ats[c]
     return n
 
 
 @serial
 def small_product_t(Pm, Qm, out, rows, cols, inner):
-    """out[i, j] = sum_k Pm[i, k] Qm[j, k] for i < rows, j < cols, k < inner."""
-    for i in range(rows):
-        for j in range(cols):
-            acc = out.dtype.type(0)
+    """out[i, j] = sum_k Pm[i, k] Qm[j, k] for i < rows, j < cols, k < inner.
+
+    Two by two dot products per pass over k: each loaded element serves two.
+    """
+    i = 0
+    while i < rows:
+        i2 = min(i + 1, rows - 1)
+        p0, p1 = Pm[i][:inner], Pm[i2][:inner]
+        j = 0
+        while j < cols:
+            j2 = min(j + 1, cols - 1)
+            q0, q1 = Qm[j][:inner], Qm[j2][:inner]
+            a00 = a01 = a10 = a11 = out.dtype.type(0)
             for k in range(inner):
-                acc += Pm[i, k] * Qm[j, k]
-            out[i, j] = acc
+                a00 += p0[k] * q0[k]
+                a01 += p0[k] * q1[k]
+                a10 += p1[k] * q0[k]
+                a11 += p1[k] * q1[k]
+            out[i, j] = a00
+            out[i, j2] = a01
+            out[i2, j] = a10
+            out[i2, j2] = a11
+            j += 2
+        i += 2
 
 
 @serial
@@ -331,7 +366,7 @@ def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_
 
 
 @serial
-def down_pass(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, Z, f_T, n, dy, min_parallel):
+def down_pass(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, Z, f_T, n, dy, min_parallel):
     """Step t+1 -> t+2 going down; returns loss(t+2)."""
     L = dims.size - 1
     for k in range(L - 1, -1, -1):
@@ -349,21 +384,21 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, Z, f_T, n
             down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
     # f(t+2)^T = X^T B'_0^T, written transposed like the top of the upward pass.
     B0_new = B2[boff[0]:boff[1]].reshape((2 * dy, dims[0]))[dy:]
-    small_product_t(X.T, B0_new, f_T, n, dy, dims[0])
+    small_product_t(XT, B0_new, f_T, n, dy, dims[0])
     return residual_loss(E, f_T, Y)
 
 
 @serial
-def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, W, Z, f_T,
+def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, W, Z, f_T,
               phase, loss_out, loss_stop, min_parallel):
     """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
-    n = X.shape[1]
+    n = XT.shape[0]
     dy = Y.shape[0]
     for t in range(loss_out.size):
         if phase == 0:
             loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_parallel)
         else:
-            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, X, Y, eta, Lf, Rf, Z, f_T, n, dy,
+            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, Z, f_T, n, dy,
                              min_parallel)
         phase = 1 - phase
         loss_out[t] = loss
@@ -389,6 +424,7 @@ class State:
         self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
         self.B2 = np.zeros(self.boff[-1], dtype=dtype)
         self.X, self.Y = X, Y
+        self.XT = np.ascontiguousarray(X.T)
         self.eta = np.asarray(eta, dtype=dtype)
         dmax = int(self.dims.max())
         self.Lf = np.zeros((max(n, dy), dmax), dtype=dtype)
@@ -424,7 +460,7 @@ def init_state(V, X, Y, eta) -> State:
 def run_steps(state: State, loss_out, loss_stop: float):
     done, status, state.phase = run_chunk(
         state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
-        state.X, state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.f_T,
+        state.XT, state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.f_T,
         state.phase, loss_out, loss_stop, state.min_parallel)
     return done, status
 
