@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 
 
 def log_spaced_steps(steps: int) -> list[int]:
@@ -51,8 +50,20 @@ def _sweep_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def print_drawn(drawn: dict) -> None:
+    """List the files plot_store wrote, and the critical-width summary if there is one."""
+    from .experiments import format_summary
+
+    for name in ("figure1", "figure2"):
+        if name in drawn:
+            print(f"{name}: " + ", ".join(str(p) for p in drawn[name]))
+    if "summary" in drawn:
+        print(f"summary: {drawn['summary']}")
+        print(format_summary(drawn["summary_data"]))
+
+
 def _run_and_plot(grid, args, figures) -> int:
-    from .experiments import format_summary, run_sweep
+    from .experiments import run_sweep
     from .plots import plot_store
 
     if args.scheduler is not None and args.executor != "dask":
@@ -64,12 +75,7 @@ def _run_and_plot(grid, args, figures) -> int:
     if summary.done + summary.skipped == 0:
         raise RuntimeError("no configuration finished; nothing to plot")
     drawn = plot_store(args.out, figures=figures)
-    for name in ("figure1", "figure2"):
-        if name in drawn:
-            print(f"{name}: " + ", ".join(str(p) for p in drawn[name]))
-    if "summary" in drawn:
-        print(f"summary: {drawn['summary']}")
-        print(format_summary(drawn["summary_data"]))
+    print_drawn(drawn)
     return 1 if summary.failed else 0
 
 
@@ -106,7 +112,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .experiments import format_summary
     from .plots import plot_store
 
     figures = ("figure1", "figure2") if args.figure == "all" else (args.figure,)
@@ -114,12 +119,7 @@ def cmd_plot(args) -> int:
         drawn = plot_store(args.dir, figures=figures)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
-    for name in ("figure1", "figure2"):
-        if name in drawn:
-            print(f"{name}: " + ", ".join(str(p) for p in drawn[name]))
-    if "summary" in drawn:
-        print(f"summary: {drawn['summary']}")
-        print(format_summary(drawn["summary_data"]))
+    print_drawn(drawn)
     return 0
 
 
