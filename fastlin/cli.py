@@ -135,9 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=["orthogonal", "gaussian"], required=True)
     p.add_argument("--steps", type=int, default=1000, help="GD steps (default 1000)")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate on the raw weights (default: the Theorem 4.1 rate)")
-    p.add_argument("--lr-scale", type=float, default=1.0,
-                   help="multiple of the Theorem 4.1 rate when --lr is not given (default 1)")
+                   help="learning rate on the raw weights (default: --lr-scale x the Theorem 4.1 rate)")
+    p.add_argument("--lr-scale", type=float, default=0.5,
+                   help="multiple of the Theorem 4.1 rate when --lr is not given (default 0.5, as the "
+                        "presets: the theorem assumes m >= d_x, and narrower nets often diverge at "
+                        "the full rate)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight init")
     p.add_argument("--data-seed", type=int, default=0, help="seed of X and W* (default 0)")
     p.add_argument("--backend", choices=list(BACKENDS), default=DEFAULT_BACKEND)
