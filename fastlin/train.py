@@ -92,6 +92,29 @@ def _check_record(record, steps: int) -> list[int]:
     return out
 
 
+def _check_rtol_stop(rtol_stop):
+    if rtol_stop is not None and (not isinstance(rtol_stop, (int, float)) or not 0 < rtol_stop < 1):
+        raise ValueError(f"rtol_stop must be a number in (0, 1), got {rtol_stop!r}")
+    return rtol_stop
+
+
+def _initial_status(loss0: float, rtol_stop) -> int:
+    """DIVERGED if loss(0) is not finite, CONVERGED if it is 0 and a stop was asked for."""
+    if not math.isfinite(loss0):
+        return DIVERGED
+    if loss0 == 0 and rtol_stop is not None:
+        return CONVERGED
+    return COMPLETED
+
+
+def _finish_history(loss: np.ndarray, t: int, status: int) -> None:
+    """After a stop at step t: hold the last loss (converged) or NaN (diverged)."""
+    if status == CONVERGED:
+        loss[t + 1:] = loss[t]
+    elif status == DIVERGED:
+        loss[t + 1:] = np.nan
+
+
 def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol_stop=None,
           progress=False, record=None) -> TrainResult:
     """Train a deep linear net f(x) = alpha W_L...W_1 x by full-batch GD.
@@ -119,9 +142,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     dims, dtype = check_problem(weights, X, Y, dtype)
     lr = check_lr(lr)
     steps = check_steps(steps)
-    if rtol_stop is not None:
-        if not isinstance(rtol_stop, (int, float)) or not 0 < rtol_stop < 1:
-            raise ValueError(f"rtol_stop must be a number in (0, 1), got {rtol_stop!r}")
+    _check_rtol_stop(rtol_stop)
     record_steps = _check_record(record, steps)
     kernel = get_backend(backend)
 
@@ -133,11 +154,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     loss[0] = state.loss0
     loss_stop = -math.inf if rtol_stop is None else rtol_stop * state.loss0
     chains = {}
-    t, status = 0, COMPLETED
-    if not math.isfinite(state.loss0):
-        status = DIVERGED
-    elif state.loss0 == 0 and rtol_stop is not None:
-        status = CONVERGED
+    t, status = 0, _initial_status(state.loss0, rtol_stop)
     stops = record_steps + [steps]
     chunk = 1
     with tqdm(total=steps, disable=not progress, unit="step", desc=f"train L={len(dims) - 1}",
@@ -154,10 +171,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
             bar.update(done)
             if time.perf_counter() - tick < _CHUNK_SECONDS:
                 chunk *= 2
-    if status == CONVERGED:
-        loss[t + 1:] = loss[t]
-    elif status == DIVERGED:
-        loss[t + 1:] = np.nan
+    _finish_history(loss, t, status)
     return TrainResult(loss=loss, weights=to_raw(kernel.weights(state), dims),
                        status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
                        backend=backend, dtype=str(dtype),
@@ -204,8 +218,7 @@ def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rt
     lrs = [check_lr(a) for a in lrs]
     steps = check_steps(steps)
     for s in stops:
-        if s is not None and (not isinstance(s, (int, float)) or not 0 < s < 1):
-            raise ValueError(f"rtol_stop must be a number in (0, 1), got {s!r}")
+        _check_rtol_stop(s)
 
     started = time.perf_counter()
     dims_list = [d for d, _ in checked]
@@ -216,12 +229,7 @@ def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rt
     loss[:, 0] = batch.loss0
     loss_stop = np.array([-math.inf if s is None else s * l0 for s, l0 in zip(stops, batch.loss0)])
     t = np.zeros(C, dtype=np.int64)
-    status = np.full(C, COMPLETED)
-    for c in range(C):
-        if not math.isfinite(batch.loss0[c]):
-            status[c] = DIVERGED
-        elif batch.loss0[c] == 0 and stops[c] is not None:
-            status[c] = CONVERGED
+    status = np.array([_initial_status(l0, s) for l0, s in zip(batch.loss0, stops)])
     chunk = 1
     with tqdm(total=steps, disable=not progress, unit="step", desc=f"train_batch C={C}", leave=False) as bar:
         while True:
@@ -243,10 +251,7 @@ def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rt
     seconds = time.perf_counter() - started
     results = []
     for c in range(C):
-        if status[c] == CONVERGED:
-            loss[c, t[c] + 1:] = loss[c, t[c]]
-        elif status[c] == DIVERGED:
-            loss[c, t[c] + 1:] = np.nan
+        _finish_history(loss[c], t[c], status[c])
         results.append(TrainResult(loss=loss[c], weights=to_raw(kernel.batch_weights(batch, c), dims_list[c]),
                                    status=STATUS_NAMES[int(status[c])], steps_run=int(t[c]),
                                    dims=dims_list[c], lr=lrs[c], backend=backend, dtype=str(dtype),
