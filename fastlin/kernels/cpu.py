@@ -16,6 +16,15 @@ gradient step is eta_i B_i^T E A_i^T = Lf^T Rf (rank r, never formed as a
 matrix). So each weight is read once and written once per step, while it sits
 in the L1/L2 cache.
 
+The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
+(d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of
+X^T, so Z(t+1) = Z(t) - M(t) G with M = eta_1 B_1^T E and G = X^T X (n x n).
+The kernel steps Z and accumulates S = sum_t M(t); V_1 itself is read only by
+``weights`` (V_1(0) - S X^T). For the paper's data (d_x = 1024, n = 16) that
+removes the largest layer of a narrow net from every step: at m = 32 it holds
+half of all weights. The result is the same GD trajectory; only the rounding
+differs (tested against the reference like every other layer).
+
 Layout: all V_i in one flat buffer (layer k at ``voff[k]``, shape
 (d_{k+1}, d_k)); chains stored transposed with both halves in one block per
 level j = 0..L: ``A2`` level j is (2n, d_j) (rows 0..n-1 old A, n..2n-1 new
@@ -340,10 +349,38 @@ def residual_loss(E, f_T, Y):
 
 
 @serial
-def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_parallel):
+def first_layer(Z_T, B1, E, eta0, G, S_T, M_T):
+    """The first layer's step, through Z = V_1 X only (see "The first layer" in the module docstring).
+
+    M = eta_1 B_1^T E (written transposed, (n, d_1)); S += M; Z <- Z - M G,
+    with G = X^T X. Costs O(d_1 n (d_y + n)) instead of O(d_1 d_x (n + r)).
+    """
+    dy, n = E.shape
+    ET = E.T.copy()
+    for s in range(n):
+        combine_rows(ET[s], B1, M_T[s], eta0)
+        acc = S_T[s]
+        ms = M_T[s]
+        for r in range(acc.size):
+            acc[r] += ms[r]
+    for s in range(n):
+        zs = Z_T[s]
+        for u in range(n):
+            g = G[s, u]
+            mu = M_T[u]
+            for r in range(zs.size):
+                zs[r] -= g * mu[r]
+
+
+@serial
+def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy, min_parallel):
     """Step t -> t+1 going up; returns loss(t+1)."""
     L = dims.size - 1
-    for k in range(L):
+    # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
+    Z2 = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))
+    Z2[:n] = Z2[n:]
+    first_layer(Z2[n:], B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))[dy:], E, eta[0], G, S_T, M_T)
+    for k in range(1, L):
         din, dout = dims[k], dims[k + 1]
         Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
         A_in = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))
@@ -352,24 +389,20 @@ def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_
         rank = gradient_factors(B_cached, A_in[:n], E, eta[k], Lf, Rf)
         # W = Rf A'^T (rank x n): the new chain's correction factor.
         small_product_t(Rf, A_in[n:], W, rank, n, din)
-        # At the bottom both halves of A_in are X: sweep the old half only
-        # and copy it (the first layer, dx x m, is often the largest).
-        S = n if k == 0 else 2 * n
         if dout * din >= min_parallel:
-            up_layer_parallel(Vk, A_in[:S], A_out[:S], Lf, Rf, rank)
+            up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank)
         else:
-            up_layer_serial(Vk, A_in[:S], A_out[:S], Lf, Rf, rank)
-        if k == 0:
-            A_out[n:] = A_out[:n]
+            up_layer_serial(Vk, A_in, A_out, Lf, Rf, rank)
         correct_new_chain(A_out[n:], Lf, W, rank)
     return residual_loss(E, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
 
 
 @serial
-def down_pass(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, Z, f_T, n, dy, min_parallel):
+def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T, n, dy,
+              min_parallel):
     """Step t+1 -> t+2 going down; returns loss(t+2)."""
     L = dims.size - 1
-    for k in range(L - 1, -1, -1):
+    for k in range(L - 1, 0, -1):
         din, dout = dims[k], dims[k + 1]
         Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
         B_in = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))
@@ -382,24 +415,26 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, Z, f_T, 
             down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
         else:
             down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
-    # f(t+2)^T = X^T B'_0^T, written transposed like the top of the upward pass.
-    B0_new = B2[boff[0]:boff[1]].reshape((2 * dy, dims[0]))[dy:]
-    small_product_t(XT, B0_new, f_T, n, dy, dims[0])
+    # The first layer steps Z(t+1) -> Z(t+2) in place; f(t+2)^T = Z^T B'_1^T.
+    Z_T = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))[n:]
+    B1 = B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))
+    first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T)
+    small_product_t(Z_T, B1[dy:], f_T, n, dy, dims[1])
     return residual_loss(E, f_T, Y)
 
 
 @serial
-def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, W, Z, f_T,
+def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, Z, G, S_T, M_T, f_T,
               phase, loss_out, loss_stop, min_parallel):
     """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
-    n = XT.shape[0]
-    dy = Y.shape[0]
+    dy, n = E.shape
     for t in range(loss_out.size):
         if phase == 0:
-            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, n, dy, min_parallel)
+            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy,
+                           min_parallel)
         else:
-            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, Z, f_T, n, dy,
-                             min_parallel)
+            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T, n,
+                             dy, min_parallel)
         phase = 1 - phase
         loss_out[t] = loss
         if not math.isfinite(loss):
@@ -410,7 +445,12 @@ def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, XT, Y, eta, Lf, Rf, W, Z, f_
 
 
 class State:
-    """Flat buffers of the one-pass kernel and the pass direction of the next step."""
+    """Flat buffers of the one-pass kernel and the pass direction of the next step.
+
+    The first layer's weights stay as given in ``V`` (layer 0); the steps
+    accumulate its total change as S (``S_T`` = S^T, (n, d_1)), and
+    ``weights`` returns V_1 - S X^T.
+    """
 
     def __init__(self, V, X, Y, eta):
         dtype = V[0].dtype
@@ -424,7 +464,6 @@ class State:
         self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
         self.B2 = np.zeros(self.boff[-1], dtype=dtype)
         self.X, self.Y = X, Y
-        self.XT = np.ascontiguousarray(X.T)
         self.eta = np.asarray(eta, dtype=dtype)
         dmax = int(self.dims.max())
         self.Lf = np.zeros((max(n, dy), dmax), dtype=dtype)
@@ -433,16 +472,22 @@ class State:
         self.Z = np.zeros((dy, max(n, dy)), dtype=dtype)
         self.f_T = np.zeros((n, dy), dtype=dtype)
         self.E = np.zeros((dy, n), dtype=dtype)
+        self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
+        self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
+        self.M_T = np.zeros((n, self.dims[1]), dtype=dtype)
         self.min_parallel = PARALLEL_MIN_WEIGHTS
-        # The bottom of every upward pass is X in both halves.
+        # Level 0 (X) is read by chains() only; the top of every downward
+        # pass is the identity in both halves.
         self.level(self.A2, self.aoff, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
-        # The top of every downward pass is the identity in both halves.
         self.level(self.B2, self.boff, len(V), 2 * dy)[:] = np.concatenate([np.eye(dy)] * 2)
-        # Step 0 goes up: it needs the cached suffix chains B_i(0) and E(0).
+        # Step 0 goes up: it needs Z(0) = V_1 X, the cached suffix chains
+        # B_i(0) and E(0).
         with np.errstate(over="ignore", invalid="ignore"):
+            A = prefix_chain(V, X)
+            self.level(self.A2, self.aoff, 1, 2 * n)[n:] = A[1].T
             for j, Bj in enumerate(suffix_chain(V)):
                 self.level(self.B2, self.boff, j, 2 * dy)[dy:] = Bj
-            self.E[:] = prefix_chain(V, X)[-1] - Y
+            self.E[:] = A[-1] - Y
         self.loss0 = half_squared_norm(self.E)
         self.phase = 0
 
@@ -450,7 +495,12 @@ class State:
         return buf[off[j]:off[j + 1]].reshape(rows, self.dims[j])
 
     def layer(self, k):
-        return self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], self.dims[k])
+        """V_{k+1} as it is now (a view, except for the first layer)."""
+        Vk = self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], self.dims[k])
+        if k == 0:
+            with np.errstate(over="ignore", invalid="ignore"):
+                Vk = Vk - self.S_T.T @ self.X.T
+        return Vk
 
 
 def init_state(V, X, Y, eta) -> State:
@@ -460,8 +510,8 @@ def init_state(V, X, Y, eta) -> State:
 def run_steps(state: State, loss_out, loss_stop: float):
     done, status, state.phase = run_chunk(
         state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
-        state.XT, state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.f_T,
-        state.phase, loss_out, loss_stop, state.min_parallel)
+        state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.G, state.S_T, state.M_T,
+        state.f_T, state.phase, loss_out, loss_stop, state.min_parallel)
     return done, status
 
 
@@ -476,7 +526,8 @@ def chains(state: State):
     if state.phase == 1:  # after an upward pass the prefix chains A(t) are cached
         A = [state.level(state.A2, state.aoff, j, 2 * n)[n:].T.copy() for j in range(len(V) + 1)]
         B = suffix_chain(V)
-    else:
+    else:  # after a downward pass B_1..B_L are cached (B_0 = B_1 V_1 is not formed)
         A = prefix_chain(V, state.X)
         B = [state.level(state.B2, state.boff, j, 2 * dy)[dy:].copy() for j in range(len(V) + 1)]
+        B[0] = B[1] @ V[0]
     return A, B, state.E.copy()
