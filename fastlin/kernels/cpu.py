@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -42,12 +43,12 @@ from . import COMPLETED, CONVERGED, DIVERGED
 from .options import parallel, serial
 from .reference import half_squared_norm, prefix_chain, suffix_chain
 
-# A layer with at least this many weights is swept by all threads (rows of
-# the layer in parallel upward, column blocks downward); smaller layers run
+# A layer with at least this many weights is swept by all threads (each takes
+# a contiguous range of its rows, in both passes); smaller layers run
 # serially, since a parallel region costs a few microseconds to open and the
 # step opens L of them. Measured with bench/threshold.py (see bench/README.md).
 PARALLEL_MIN_WEIGHTS = 1 << 14
-# Rows per tile in the upward pass and columns per block in the downward pass.
+# Rows per tile (both passes) and columns per block in the downward pass.
 ROW_TILE = 4
 COL_BLOCK = 128
 
@@ -203,29 +204,39 @@ def correct_new_chain(A_new, Lf, W, rank):
 
 
 @serial
-def down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, c0, c1):
-    """Columns [c0, c1) of one downward layer: both chains, the update, the correction.
+def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
+    """Rows [r0, r1) of one downward layer: their terms of both chains, then their update.
 
-    The chains accumulate in a contiguous block buffer: rows of B_out lie
-    d_in apart, and at d_in = 1024 (8 KB) the 2 d_y of them would all fall
-    in the same L1 cache sets.
+    part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c] (old rows). Column
+    blocks of COL_BLOCK accumulate in the flat buffer blk: rows of part lie
+    d_in apart, and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in
+    the same L1 cache sets.
     """
-    acc = np.zeros((B_out.shape[0], c1 - c0), dtype=B_out.dtype)
-    dout = Vk.shape[0]
-    for r in range(0, dout, ROW_TILE):
-        r1 = min(r + ROW_TILE, dout)
-        chain_cols(Vk, B_in, acc, r, r1, c0)
-        update_rows(Vk, Lf, Rf, rank, r, r1, c0, c1)
-    width = c1 - c0
+    P = B_in.shape[0]
+    din = Vk.shape[1]
+    for c0 in range(0, din, COL_BLOCK):
+        c1 = min(c0 + COL_BLOCK, din)
+        acc = blk[:P * (c1 - c0)].reshape((P, c1 - c0))
+        acc[:] = 0
+        for r in range(r0, r1, ROW_TILE):
+            re = min(r + ROW_TILE, r1)
+            chain_cols(Vk, B_in, acc, r, re, c0)
+            update_rows(Vk, Lf, Rf, rank, r, re, c0, c1)
+        for p in range(P):
+            part[p][c0:c1] = acc[p]
+
+
+@serial
+def correct_down(B_out, Z, Rf, rank, dy):
+    """B'_out -= Z Rf: turns B' V into B' V_new (rows dy.. of B_out)."""
+    din = B_out.shape[1]
     for p in range(dy):
-        out = acc[dy + p]
+        out = B_out[dy + p]
         for q in range(rank):
             z = Z[p, q]
-            g = Rf[q][c0:c1]
-            for c in range(width):
+            g = Rf[q][:din]
+            for c in range(din):
                 out[c] -= z * g[c]
-    for p in range(B_out.shape[0]):
-        B_out[p][c0:c1] = acc[p]
 
 
 @serial
@@ -243,17 +254,38 @@ def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank):
 
 
 @serial
-def down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy):
-    down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, 0, Vk.shape[1])
+def down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, blks):
+    down_rows(Vk, B_in, B_out, blks, Lf, Rf, rank, 0, Vk.shape[0])
+    correct_down(B_out, Z, Rf, rank, dy)
 
 
 @parallel
-def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy):
-    din = Vk.shape[1]
-    nblocks = (din + COL_BLOCK - 1) // COL_BLOCK
-    for t in prange(nblocks):
-        c0 = t * COL_BLOCK
-        down_block(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, c0, min(c0 + COL_BLOCK, din))
+def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, parts, blks, threads):
+    """Threads take contiguous row ranges; their partial chains are summed after.
+
+    Splitting rows (not columns) lets each thread stream one contiguous part
+    of the layer; the price is a sum of T partial chains of 2 d_y x d_in.
+    """
+    dout, din = Vk.shape
+    P = B_in.shape[0]
+    tiles = (dout + ROW_TILE - 1) // ROW_TILE
+    T = min(threads, tiles)
+    for t in prange(T):
+        r0 = (tiles * t // T) * ROW_TILE
+        r1 = min((tiles * (t + 1) // T) * ROW_TILE, dout)
+        part = parts[t * P * din:(t + 1) * P * din].reshape((P, din))
+        blk = blks[t * P * COL_BLOCK:(t + 1) * P * COL_BLOCK]
+        down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1)
+    for p in range(P):
+        out = B_out[p]
+        first = parts[p * din:(p + 1) * din]
+        for c in range(din):
+            out[c] = first[c]
+        for t in range(1, T):
+            other = parts[(t * P + p) * din:(t * P + p + 1) * din]
+            for c in range(din):
+                out[c] += other[c]
+    correct_down(B_out, Z, Rf, rank, dy)
 
 
 @serial
@@ -398,8 +430,8 @@ def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T
 
 
 @serial
-def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T, n, dy,
-              min_parallel):
+def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T, parts, blks,
+              n, dy, min_parallel, threads):
     """Step t+1 -> t+2 going down; returns loss(t+2)."""
     L = dims.size - 1
     for k in range(L - 1, 0, -1):
@@ -412,9 +444,9 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M
         # Z = B' Lf^T (dy x rank): the new chain's correction factor.
         small_product_t(B_in[dy:], Lf, Z, dy, rank, dout)
         if dout * din >= min_parallel:
-            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
+            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, parts, blks, threads)
         else:
-            down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy)
+            down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, blks)
     # The first layer steps Z(t+1) -> Z(t+2) in place; f(t+2)^T = Z^T B'_1^T.
     Z_T = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))[n:]
     B1 = B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))
@@ -424,8 +456,8 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M
 
 
 @serial
-def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, Z, G, S_T, M_T, f_T,
-              phase, loss_out, loss_stop, min_parallel):
+def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, Z, G, S_T, M_T, f_T, parts, blks,
+              phase, loss_out, loss_stop, min_parallel, threads):
     """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
     dy, n = E.shape
     for t in range(loss_out.size):
@@ -433,8 +465,8 @@ def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, Z, G, S_T
             loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy,
                            min_parallel)
         else:
-            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T, n,
-                             dy, min_parallel)
+            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T,
+                             parts, blks, n, dy, min_parallel, threads)
         phase = 1 - phase
         loss_out[t] = loss
         if not math.isfinite(loss):
@@ -475,6 +507,11 @@ class State:
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
         self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
         self.M_T = np.zeros((n, self.dims[1]), dtype=dtype)
+        # Per thread: the partial chains of a parallel downward layer and the
+        # column-block accumulator.
+        threads = numba.config.NUMBA_NUM_THREADS
+        self.parts = np.zeros(threads * 2 * dy * dmax, dtype=dtype)
+        self.blks = np.zeros(threads * 2 * dy * COL_BLOCK, dtype=dtype)
         self.min_parallel = PARALLEL_MIN_WEIGHTS
         # Level 0 (X) is read by chains() only; the top of every downward
         # pass is the identity in both halves.
@@ -511,7 +548,8 @@ def run_steps(state: State, loss_out, loss_stop: float):
     done, status, state.phase = run_chunk(
         state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
         state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.G, state.S_T, state.M_T,
-        state.f_T, state.phase, loss_out, loss_stop, state.min_parallel)
+        state.f_T, state.parts, state.blks, state.phase, loss_out, loss_stop, state.min_parallel,
+        numba.get_num_threads())
     return done, status
 
 
