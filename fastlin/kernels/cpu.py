@@ -108,43 +108,57 @@ def chain_rows(Vk, A_in, A_out, r0, r1):
 
 
 @serial
-def update_rows(Vk, Lf, Rf, rank, r0, r1, c0, c1):
-    """Vk[r, c] -= sum_q Lf[q, r] Rf[q, c] on the block [r0, r1) x [c0, c1).
+def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
+    """out[r, c] += alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1).
 
-    The rank-r gradient step, two rows and four terms at a time so that each
-    load of Rf serves two rows. Loops run over 1-D row views indexed from 0:
-    numba then emits no negative-index wraparound test and LLVM vectorizes.
+    The rank-K update of every step (the gradient step is alpha = -1, C = Lf,
+    M = Rf) and of the small factor products. Two rows and four terms at a
+    time so that each load of M serves two rows. Loops run over 1-D row views
+    indexed from 0: numba then emits no negative-index wraparound test and
+    LLVM vectorizes.
     """
     width = c1 - c0
+    alpha = out.dtype.type(alpha)  # no float64 arithmetic in a float32 sweep
     r = r0
     while r + 2 <= r1:
-        v = Vk[r][c0:c1]
-        w = Vk[r + 1][c0:c1]
-        q = 0
-        while q + 4 <= rank:
-            l0, l1, l2, l3 = Lf[q, r], Lf[q + 1, r], Lf[q + 2, r], Lf[q + 3, r]
-            k0, k1, k2, k3 = Lf[q, r + 1], Lf[q + 1, r + 1], Lf[q + 2, r + 1], Lf[q + 3, r + 1]
-            g0, g1, g2, g3 = Rf[q][c0:c1], Rf[q + 1][c0:c1], Rf[q + 2][c0:c1], Rf[q + 3][c0:c1]
+        v = out[r][c0:c1]
+        w = out[r + 1][c0:c1]
+        k = 0
+        while k + 4 <= K:
+            l0, l1, l2, l3 = alpha * C[k, r], alpha * C[k + 1, r], alpha * C[k + 2, r], alpha * C[k + 3, r]
+            h0, h1, h2, h3 = (alpha * C[k, r + 1], alpha * C[k + 1, r + 1], alpha * C[k + 2, r + 1],
+                              alpha * C[k + 3, r + 1])
+            g0, g1, g2, g3 = M[k][c0:c1], M[k + 1][c0:c1], M[k + 2][c0:c1], M[k + 3][c0:c1]
             for c in range(width):
                 x0, x1, x2, x3 = g0[c], g1[c], g2[c], g3[c]
-                v[c] -= (l0 * x0 + l1 * x1) + (l2 * x2 + l3 * x3)
-                w[c] -= (k0 * x0 + k1 * x1) + (k2 * x2 + k3 * x3)
-            q += 4
-        while q < rank:
-            l0, k0 = Lf[q, r], Lf[q, r + 1]
-            g0 = Rf[q][c0:c1]
+                v[c] += (l0 * x0 + l1 * x1) + (l2 * x2 + l3 * x3)
+                w[c] += (h0 * x0 + h1 * x1) + (h2 * x2 + h3 * x3)
+            k += 4
+        while k < K:
+            l0, h0 = alpha * C[k, r], alpha * C[k, r + 1]
+            g0 = M[k][c0:c1]
             for c in range(width):
-                v[c] -= l0 * g0[c]
-                w[c] -= k0 * g0[c]
-            q += 1
+                v[c] += l0 * g0[c]
+                w[c] += h0 * g0[c]
+            k += 1
         r += 2
     if r < r1:
-        v = Vk[r][c0:c1]
-        for q in range(rank):
-            l0 = Lf[q, r]
-            g0 = Rf[q][c0:c1]
+        v = out[r][c0:c1]
+        for k in range(K):
+            l0 = alpha * C[k, r]
+            g0 = M[k][c0:c1]
             for c in range(width):
-                v[c] -= l0 * g0[c]
+                v[c] += l0 * g0[c]
+
+
+@serial
+def set_product(out, C, M, K, alpha, rows, cols):
+    """out[r, c] = alpha sum_{k<K} C[k, r] M[k, c] for r < rows, c < cols."""
+    for r in range(rows):
+        o = out[r]
+        for c in range(cols):
+            o[c] = 0
+    add_product(out, C, M, K, alpha, 0, rows, 0, cols)
 
 
 @serial
@@ -188,19 +202,7 @@ def chain_cols(Vk, B_in, acc, r0, r1, c0):
 def up_tile(Vk, A_in, A_out, Lf, Rf, rank, r0, r1):
     """Rows [r0, r1) of one upward layer: the chains through the old rows, then the update."""
     chain_rows(Vk, A_in, A_out, r0, r1)
-    update_rows(Vk, Lf, Rf, rank, r0, r1, 0, Vk.shape[1])
-
-
-@serial
-def correct_new_chain(A_new, Lf, W, rank):
-    """A_new[s, r] -= sum_q W[q, s] Lf[q, r]: turns V A' into V_new A' (vectorized over r)."""
-    for s in range(A_new.shape[0]):
-        out = A_new[s]
-        for q in range(rank):
-            w = W[q, s]
-            lq = Lf[q]
-            for r in range(out.size):
-                out[r] -= w * lq[r]
+    add_product(Vk, Lf, Rf, rank, -1.0, r0, r1, 0, Vk.shape[1])
 
 
 @serial
@@ -221,22 +223,9 @@ def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
         for r in range(r0, r1, ROW_TILE):
             re = min(r + ROW_TILE, r1)
             chain_cols(Vk, B_in, acc, r, re, c0)
-            update_rows(Vk, Lf, Rf, rank, r, re, c0, c1)
+            add_product(Vk, Lf, Rf, rank, -1.0, r, re, c0, c1)
         for p in range(P):
             part[p][c0:c1] = acc[p]
-
-
-@serial
-def correct_down(B_out, Z, Rf, rank, dy):
-    """B'_out -= Z Rf: turns B' V into B' V_new (rows dy.. of B_out)."""
-    din = B_out.shape[1]
-    for p in range(dy):
-        out = B_out[dy + p]
-        for q in range(rank):
-            z = Z[p, q]
-            g = Rf[q][:din]
-            for c in range(din):
-                out[c] -= z * g[c]
 
 
 @serial
@@ -254,13 +243,14 @@ def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank):
 
 
 @serial
-def down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, blks):
+def down_layer_serial(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, blks):
     down_rows(Vk, B_in, B_out, blks, Lf, Rf, rank, 0, Vk.shape[0])
-    correct_down(B_out, Z, Rf, rank, dy)
+    # B' V_new = B' V - Z^T Rf (Z^T is ZT, rank x dy): the new chain's correction.
+    add_product(B_out[dy:], ZT, Rf, rank, -1.0, 0, dy, 0, Vk.shape[1])
 
 
 @parallel
-def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, parts, blks, threads):
+def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, parts, blks, threads):
     """Threads take contiguous row ranges; their partial chains are summed after.
 
     Splitting rows (not columns) lets each thread stream one contiguous part
@@ -285,53 +275,31 @@ def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, parts, blks, threa
             other = parts[(t * P + p) * din:(t * P + p + 1) * din]
             for c in range(din):
                 out[c] += other[c]
-    correct_down(B_out, Z, Rf, rank, dy)
+    # B' V_new = B' V - Z^T Rf (Z^T is ZT, rank x dy): the new chain's correction.
+    add_product(B_out[dy:], ZT, Rf, rank, -1.0, 0, dy, 0, Vk.shape[1])
 
 
 @serial
-def combine_rows(coef, M, out, scale):
-    """out[:] = scale * sum_k coef[k] M[k, :], four rows of M per pass (few, long loops)."""
-    width = out.size
-    for c in range(width):
-        out[c] = 0
-    K = coef.size
-    k = 0
-    while k + 4 <= K:
-        a0, a1, a2, a3 = scale * coef[k], scale * coef[k + 1], scale * coef[k + 2], scale * coef[k + 3]
-        m0, m1, m2, m3 = M[k], M[k + 1], M[k + 2], M[k + 3]
-        for c in range(width):
-            out[c] += (a0 * m0[c] + a1 * m1[c]) + (a2 * m2[c] + a3 * m3[c])
-        k += 4
-    while k < K:
-        a0 = scale * coef[k]
-        m0 = M[k]
-        for c in range(width):
-            out[c] += a0 * m0[c]
-        k += 1
-
-
-@serial
-def gradient_factors(B, AT, E, eta, Lf, Rf):
+def gradient_factors(B, AT, E, ET, eta, Lf, Rf):
     """Write eta B^T E A^T = Lf^T Rf with rank r = min(n, dy); return r.
 
     B: (dy, d_out) suffix chain, AT: (n, d_in) transposed prefix chain,
-    E: (dy, n). dy <= n: Lf = eta B, Rf = E A^T; else Lf = eta E^T B, Rf = A^T.
+    E: (dy, n), ET = E^T. dy <= n: Lf = eta B, Rf = E A^T; else
+    Lf = eta E^T B, Rf = A^T.
     """
     dy, n = E.shape
     dout = B.shape[1]
     din = AT.shape[1]
-    one = E.dtype.type(1)
     if dy <= n:
         for q in range(dy):
             lq = Lf[q]
             bq = B[q]
             for r in range(dout):
                 lq[r] = eta * bq[r]
-            combine_rows(E[q], AT, Rf[q][:din], one)
+        set_product(Rf, ET, AT, n, 1.0, dy, din)
         return dy
-    ET = E.T.copy()
+    set_product(Lf, E, B, dy, eta, n, dout)
     for s in range(n):
-        combine_rows(ET[s], B, Lf[s][:dout], eta)
         rs = Rf[s]
         ats = AT[s]
         for c in range(din):
@@ -368,14 +336,15 @@ def small_product_t(Pm, Qm, out, rows, cols, inner):
 
 
 @serial
-def residual_loss(E, f_T, Y):
-    """E = f - Y from the transposed output f_T (n, dy); return 1/2 ||E||^2 in float64."""
+def residual_loss(E, ET, f_T, Y):
+    """E = f - Y (and ET = E^T) from the transposed output f_T (n, dy); return 1/2 ||E||^2 in float64."""
     dy, n = E.shape
     loss = 0.0
     for p in range(dy):
         for s in range(n):
             e = f_T[s, p] - Y[p, s]
             E[p, s] = e
+            ET[s, p] = e
             loss += np.float64(e) * np.float64(e)
     return 0.5 * loss
 
@@ -388,24 +357,18 @@ def first_layer(Z_T, B1, E, eta0, G, S_T, M_T):
     with G = X^T X. Costs O(d_1 n (d_y + n)) instead of O(d_1 d_x (n + r)).
     """
     dy, n = E.shape
-    ET = E.T.copy()
+    d1 = M_T.shape[1]
+    set_product(M_T, E, B1, dy, eta0, n, d1)
     for s in range(n):
-        combine_rows(ET[s], B1, M_T[s], eta0)
         acc = S_T[s]
         ms = M_T[s]
-        for r in range(acc.size):
+        for r in range(d1):
             acc[r] += ms[r]
-    for s in range(n):
-        zs = Z_T[s]
-        for u in range(n):
-            g = G[s, u]
-            mu = M_T[u]
-            for r in range(zs.size):
-                zs[r] -= g * mu[r]
+    add_product(Z_T, G, M_T, n, -1.0, 0, n, 0, d1)
 
 
 @serial
-def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy, min_parallel):
+def up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy, min_parallel):
     """Step t -> t+1 going up; returns loss(t+1)."""
     L = dims.size - 1
     # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
@@ -418,19 +381,20 @@ def up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T
         A_in = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))
         A_out = A2[aoff[k + 1]:aoff[k + 2]].reshape((2 * n, dout))
         B_cached = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))[dy:]
-        rank = gradient_factors(B_cached, A_in[:n], E, eta[k], Lf, Rf)
+        rank = gradient_factors(B_cached, A_in[:n], E, ET, eta[k], Lf, Rf)
         # W = Rf A'^T (rank x n): the new chain's correction factor.
         small_product_t(Rf, A_in[n:], W, rank, n, din)
         if dout * din >= min_parallel:
             up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank)
         else:
             up_layer_serial(Vk, A_in, A_out, Lf, Rf, rank)
-        correct_new_chain(A_out[n:], Lf, W, rank)
-    return residual_loss(E, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
+        # V_new A' = V A' - Lf^T W: the new chain's correction.
+        add_product(A_out[n:], W, Lf, rank, -1.0, 0, n, 0, dout)
+    return residual_loss(E, ET, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
 
 
 @serial
-def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T, parts, blks,
+def down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, ZT, G, S_T, M_T, f_T, parts, blks,
               n, dy, min_parallel, threads):
     """Step t+1 -> t+2 going down; returns loss(t+2)."""
     L = dims.size - 1
@@ -440,32 +404,32 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M
         B_in = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))
         B_out = B2[boff[k]:boff[k + 1]].reshape((2 * dy, din))
         A_cached = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))[n:]
-        rank = gradient_factors(B_in[:dy], A_cached, E, eta[k], Lf, Rf)
-        # Z = B' Lf^T (dy x rank): the new chain's correction factor.
-        small_product_t(B_in[dy:], Lf, Z, dy, rank, dout)
+        rank = gradient_factors(B_in[:dy], A_cached, E, ET, eta[k], Lf, Rf)
+        # ZT = Lf B'^T (rank x dy): the new chain's correction factor.
+        small_product_t(Lf, B_in[dy:], ZT, rank, dy, dout)
         if dout * din >= min_parallel:
-            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, parts, blks, threads)
+            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, parts, blks, threads)
         else:
-            down_layer_serial(Vk, B_in, B_out, Lf, Rf, Z, rank, dy, blks)
+            down_layer_serial(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, blks)
     # The first layer steps Z(t+1) -> Z(t+2) in place; f(t+2)^T = Z^T B'_1^T.
     Z_T = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))[n:]
     B1 = B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))
     first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T)
     small_product_t(Z_T, B1[dy:], f_T, n, dy, dims[1])
-    return residual_loss(E, f_T, Y)
+    return residual_loss(E, ET, f_T, Y)
 
 
 @serial
-def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, Z, G, S_T, M_T, f_T, parts, blks,
+def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, ZT, G, S_T, M_T, f_T, parts, blks,
               phase, loss_out, loss_stop, min_parallel, threads):
     """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
     dy, n = E.shape
     for t in range(loss_out.size):
         if phase == 0:
-            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy,
+            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy,
                            min_parallel)
         else:
-            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, Y, eta, Lf, Rf, Z, G, S_T, M_T, f_T,
+            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, ZT, G, S_T, M_T, f_T,
                              parts, blks, n, dy, min_parallel, threads)
         phase = 1 - phase
         loss_out[t] = loss
@@ -501,9 +465,10 @@ class State:
         self.Lf = np.zeros((max(n, dy), dmax), dtype=dtype)
         self.Rf = np.zeros((max(n, dy), dmax), dtype=dtype)
         self.W = np.zeros((max(n, dy), n), dtype=dtype)
-        self.Z = np.zeros((dy, max(n, dy)), dtype=dtype)
+        self.ZT = np.zeros((max(n, dy), dy), dtype=dtype)
         self.f_T = np.zeros((n, dy), dtype=dtype)
         self.E = np.zeros((dy, n), dtype=dtype)
+        self.ET = np.zeros((n, dy), dtype=dtype)
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
         self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
         self.M_T = np.zeros((n, self.dims[1]), dtype=dtype)
@@ -525,6 +490,7 @@ class State:
             for j, Bj in enumerate(suffix_chain(V)):
                 self.level(self.B2, self.boff, j, 2 * dy)[dy:] = Bj
             self.E[:] = A[-1] - Y
+            self.ET[:] = self.E.T
         self.loss0 = half_squared_norm(self.E)
         self.phase = 0
 
@@ -547,7 +513,7 @@ def init_state(V, X, Y, eta) -> State:
 def run_steps(state: State, loss_out, loss_stop: float):
     done, status, state.phase = run_chunk(
         state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
-        state.Y, state.eta, state.Lf, state.Rf, state.W, state.Z, state.G, state.S_T, state.M_T,
+        state.ET, state.Y, state.eta, state.Lf, state.Rf, state.W, state.ZT, state.G, state.S_T, state.M_T,
         state.f_T, state.parts, state.blks, state.phase, loss_out, loss_stop, state.min_parallel,
         numba.get_num_threads())
     return done, status
