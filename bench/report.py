@@ -27,7 +27,7 @@ FASTLIN_PREFIX = "fastlin-"
 def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
     """Floor work of one exact GD step of the deep linear net ``dims = [d_0, ..., d_L]``.
 
-    From DESIGN.md, "The one-pass fused step":
+    From DESIGN.md, "The one-pass fused step", for layers 2..L:
 
     * bytes = 2 * itemsize * params: each weight read once and written once
       per step, the floor for exact GD on this model.
@@ -36,11 +36,20 @@ def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
       of dy rows), r = min(n, dy) for the rank-r update; averaged over the two
       passes this is params * 2(n + dy + r) (72 per parameter for n = 16,
       dy = 10), the same count as the textbook forward / backward / update.
+
+    The first layer (d_1 x d_0) enters the step only through Z = V_1 X
+    (fastlin/kernels/cpu.py, "The first layer"): 2 d_1 n (dy + n) flops and
+    Z and its running sum read and written, 4 itemsize n d_1 bytes. ``params``
+    still counts every weight.
     """
     params = sum(int(dims[i]) * int(dims[i - 1]) for i in range(1, len(dims)))
+    swept = params - int(dims[1]) * int(dims[0])
     r = min(n, dy)
     flops_per_param = (2 * (2 * n + r) + 2 * (2 * dy + r)) / 2
-    return {"params": params, "flops": params * flops_per_param, "bytes": 2 * itemsize * params}
+    d1 = int(dims[1])
+    return {"params": params,
+            "flops": swept * flops_per_param + 2 * d1 * n * (dy + n),
+            "bytes": 2 * itemsize * swept + 4 * itemsize * n * d1}
 
 
 def _gemm_limit(machine: dict, dtype: str) -> float:

@@ -47,7 +47,7 @@ from .reference import half_squared_norm, prefix_chain, suffix_chain
 # a contiguous range of its rows, in both passes); smaller layers run
 # serially, since a parallel region costs a few microseconds to open and the
 # step opens L of them. Measured with bench/threshold.py (see bench/README.md).
-PARALLEL_MIN_WEIGHTS = 1 << 14
+PARALLEL_MIN_WEIGHTS = 1 << 13
 # Rows per tile (both passes) and columns per block in the downward pass.
 ROW_TILE = 4
 COL_BLOCK = 128
