@@ -1,0 +1,42 @@
+"""bench/report.py: the floor of a step and the merge of several benchmark runs."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+import fastlin
+
+_spec = importlib.util.spec_from_file_location("bench_report", Path(__file__).parents[1] / "bench" / "report.py")
+report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
+
+
+def test_step_floor_counts_swept_layers_fully_and_the_first_through_z():
+    rng = np.random.default_rng()
+    L, m, dx, dy, n = int(rng.integers(2, 9)), int(rng.integers(2, 50)), int(rng.integers(2, 80)), \
+        int(rng.integers(1, 12)), int(rng.integers(1, 20))
+    dims = fastlin.network_dims(L, m, dx, dy)
+    floor = report.step_floor(dims, n, dy, 8)
+    swept = sum(dims[i] * dims[i - 1] for i in range(2, L + 1))
+    r = min(n, dy)
+    assert floor["params"] == swept + dims[1] * dx
+    # flops: the textbook count of layers 2..L (forward n, backward dy, update r
+    # multiply-adds per weight, as reference.py does them) plus the Z step.
+    assert floor["flops"] == 2 * swept * (n + dy + r) + 2 * dims[1] * n * (dy + n)
+    assert floor["bytes"] == 16 * swept + 32 * n * dims[1]
+
+
+def _row(backend, ms, others, L=4, m=8, dtype="float64", k=2):
+    return {"L": L, "m": m, "dtype": dtype, "backend": backend, "steps_per_round": k,
+            "min_s": ms * k / 1e3, "median_s": ms * k / 1e3, "other_cores": others}
+
+
+def test_best_of_runs_prefers_the_fastest_quiet_run():
+    runs = [[_row("a", 3.0, 0.0), _row("b", 1.0, 0.9)],
+            [_row("a", 2.0, 0.5), _row("b", 5.0, 0.1)],
+            [_row("a", 2.5, 0.1), _row("b", 4.0, 0.6), _row("c", 7.0, 0.9)]]
+    best = {row["backend"]: row["min_s"] / row["steps_per_round"] * 1e3 for row in report.best_of_runs(runs)}
+    assert best == {"a": 2.5, "b": 5.0, "c": 7.0}  # c: no quiet run, its noisy one stands
+    assert [row["backend"] for row in report.best_of_runs(runs)] == ["a", "b", "c"]
+
