@@ -7,14 +7,17 @@ Each GD step is ONE sweep over the weights, alternating direction:
   A_{i+1}(t) = V_i(t) A_i(t) and the new one A'_{i+1}(t+1) = V_i(t+1) A'_i(t+1)
   are carried up; A'(t+1) is cached and A'_{L+1}(t+1) = f(t+1) gives E(t+1).
 * downward pass (layers L..1), symmetric: B_{i-1}(t+1) = B_i V_i(t+1) (old)
-  and B'_{i-1}(t+2) = B'_i V_i(t+2) (new, cached); B'_0 X = f(t+2).
+  and B'_{i-1}(t+2) = B'_i V_i(t+2) (new, cached); B'_1 Z(t+2) = f(t+2)
+  (Z = V_1 X, see "The first layer" below).
 
 Both chains are computed from the OLD weights in one tile sweep, the new one
 then corrected by a rank-r term, r = min(n, d_y):
 V_new A' = V A' - Lf^T (Rf A') and B' V_new = B' V - (B' Lf^T) Rf, where the
 gradient step is eta_i B_i^T E A_i^T = Lf^T Rf (rank r, never formed as a
 matrix). So each weight is read once and written once per step, while it sits
-in the L1/L2 cache.
+in the L1/L2 cache. Large layers are split into contiguous row ranges, one
+per thread, in both passes; going down, each thread sums its rows' terms of
+the chains into its own buffer and the buffers are added after.
 
 The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
 (d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of
