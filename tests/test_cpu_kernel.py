@@ -190,3 +190,25 @@ def test_threads_train_concurrently_with_same_results():
         th.join()
     for got, want in zip(results, sequential):
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dx, L, m, dtype, tol", [(48, 3, 20, np.float64, 1e-12), (1024, 4, 64, np.float64, 1e-12),
+                                                   (5, 2, 8, np.float64, 1e-12), (1024, 4, 64, np.float32, 1e-4)])
+def test_first_layer_through_z_stays_exact_to_convergence(dx, L, m, dtype, tol):
+    """The kernel never sweeps V_1: it steps Z = V_1 X and forms V_1 = V_1(0) - S X^T at the end.
+
+    Over a whole run to the rounding floor (3000 steps, loss 1e-27 of loss(0)
+    in float64), neither Z's drift nor the sum S may move the weights or the
+    loss history away from the textbook step, which updates V_1 itself; also
+    for d_x < n (5 < 16), where X^T X is singular.
+    """
+    rng = np.random.default_rng()
+    X, Y = fastlin.paper_data(rng=rng, dx=dx, n=16, dy=10, dtype=dtype)
+    Ws = fastlin.init_weights(fastlin.network_dims(L, m, dx, 10), "orthogonal", rng=rng, dtype=dtype)
+    lr = 0.5 * fastlin.theorem_lr(X.astype(np.float64), L, 10)
+    a = fastlin.train(Ws, X, Y, lr=lr, steps=3000, backend="cpu", dtype=dtype)
+    b = fastlin.train(Ws, X, Y, lr=lr, steps=3000, backend="numpy", dtype=dtype)
+    assert b.loss[-1] < 1e-5 * b.loss[0]  # the run does reach the floor (float32's is ~1e-14)
+    assert np.max(np.abs(a.loss - b.loss)) < tol * b.loss[0]
+    for wa, wb in zip(a.weights, b.weights):
+        assert np.max(np.abs(wa - wb)) < 10 * tol * np.max(np.abs(wb))
