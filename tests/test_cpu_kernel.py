@@ -76,7 +76,9 @@ def run_both(dims, n, init, seed, scale, steps, dtype, force_parallel=False):
     eta = layer_rates(lr, dims)
     out = {"cpu": run_kernel(cpu, V, X, Y, eta, steps, force_parallel),
            "numpy": run_kernel(reference, V, X, Y, eta, steps)}
-    nudged = [np.nextafter(v, np.where(rng.random(v.shape) < 0.5, -np.inf, np.inf)).astype(dtype) for v in V]
+    # One unit in the last place of the working dtype (both arguments in it:
+    # a float64 direction would nudge in float64 and round back to float32).
+    nudged = [np.nextafter(v, np.where(rng.random(v.shape) < 0.5, -np.inf, np.inf).astype(v.dtype)) for v in V]
     loss_n = run_kernel(reference, nudged, X, Y, eta, steps)[0]
     loss_r = out["numpy"][0]
     k = min(loss_n.size, loss_r.size)
