@@ -210,7 +210,7 @@ class BatchExecutor(Executor):
     def slices(self, configs: list[Config]) -> list[list[Config]]:
         """Group configurations that can share one launch, cheapest first."""
         groups: dict[tuple, list[Config]] = {}
-        for c in sorted(configs, key=lambda c: c.parameters):
+        for c in sorted(configs, key=lambda c: c.step_weights):
             key = (c.data_seed, c.dx, c.n, c.dy, c.dtype, c.steps)
             groups.setdefault(key, []).append(c)
         out = []

@@ -106,9 +106,20 @@ class Config:
 
     @property
     def parameters(self) -> int:
-        """Number of weights sum_i d_i d_{i-1}: the cost of one GD step is about 72 flops each."""
+        """Number of weights sum_i d_i d_{i-1}."""
         d = self.dims
         return sum(d[i] * d[i - 1] for i in range(1, len(d)))
+
+    @property
+    def step_weights(self) -> int:
+        """Weights one GD step of this configuration's backend sweeps (about 72 flops each).
+
+        All of them, except on the "cpu" backend, which steps the first layer
+        through Z = V_1 X (fastlin/kernels/cpu.py) and sweeps layers 2..L.
+        """
+        if self.backend == "cpu":
+            return self.parameters - self.dims[0] * self.dims[1]
+        return self.parameters
 
     def to_dict(self) -> dict:
         out = self.identity()

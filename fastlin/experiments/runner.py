@@ -23,17 +23,19 @@ from .grid import Config, Grid, LRRule
 from .store import ResultStore, RunRecord
 from .task import run_config, set_kernel_threads
 
-# Rough cost model of one GD step (seconds ~ a * parameters + b * depth):
+# Rough cost model of one GD step (seconds ~ a * step_weights + b * depth):
 # the per-layer term stands for the fixed work of each layer (loop and
 # chain bookkeeping), which dominates at small widths.
 _LAYER_COST_IN_PARAMETERS = 2000
-# Each probe of :func:`estimate_sweep_seconds` runs for at least this long.
+# Each probe of :func:`estimate_sweep_seconds` runs for at least this long,
+# and each of its run lengths is timed this many times (the fastest counts).
 DEFAULT_PROBE_SECONDS = 1.0
+PROBE_REPEATS = 3
 
 
 def config_cost(config: Config) -> float:
     """Relative cost of a configuration, for ordering work and weighting the progress bar."""
-    return config.steps * (config.parameters + _LAYER_COST_IN_PARAMETERS * config.depth)
+    return config.steps * (config.step_weights + _LAYER_COST_IN_PARAMETERS * config.depth)
 
 
 @dataclass
@@ -145,7 +147,7 @@ def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float
     Two probe shapes are timed with the grid's backend: the widest width at a
     moderate depth (L <= 16, so the probe fits in memory even when the
     grid's largest net does not) and the narrowest width at the largest
-    depth. They fix a and b in seconds per step = a * parameters + b * L,
+    depth. They fix a and b in seconds per step = a * step_weights + b * L,
     which is summed over the grid and divided by ``workers``. Probes use
     Gaussian weights and a tiny fixed rate, so they never diverge (the step
     rate depends on neither).
@@ -163,10 +165,10 @@ def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float
         t_deep = _seconds_per_step(deep, probe_seconds) if deep != wide else t_wide
     finally:
         set_kernel_threads(previous)
-    a = t_wide / wide.parameters  # the wide probe is dominated by weight traffic
-    b = max(0.0, (t_deep - a * deep.parameters) / deep.depth)
+    a = t_wide / wide.step_weights  # the wide probe is dominated by weight traffic
+    b = max(0.0, (t_deep - a * deep.step_weights) / deep.depth)
     probes = [(wide, t_wide), (deep, t_deep)]
-    total = sum(c.steps * (a * c.parameters + b * c.depth) for c in configs)
+    total = sum(c.steps * (a * c.step_weights + b * c.depth) for c in configs)
     return {"seconds": total / workers, "configurations": len(configs), "workers": workers,
             "backend": grid.backend,
             "probes": [{"depth": p.depth, "width": p.width, "seconds_per_step": t} for p, t in probes]}
@@ -185,14 +187,20 @@ def _seconds_per_step(config: Config, probe_seconds: float) -> float:
     timed, k doubling until the k extra steps of the longer run take
     ``probe_seconds``; their difference divided by k cancels the fixed cost
     of a run (weight conversion, first touch of fresh memory), which can
-    exceed a second at paper scale.
+    exceed a second at paper scale. Each length is timed ``PROBE_REPEATS``
+    times and the fastest kept: on a shared machine one disturbed run of a
+    few long steps would otherwise set the rate (seen: 310 ms/step measured
+    for a 55 ms/step net).
     """
     probe = dataclasses.replace(config, init="gaussian", lr=LRRule("fixed", 1e-30), rtol_stop=None)
     run_config(dataclasses.replace(probe, steps=1))
+
+    def fastest(steps):
+        return min(run_config(dataclasses.replace(probe, steps=steps)).seconds for _ in range(PROBE_REPEATS))
+
     k = 1
     while True:
-        short = run_config(dataclasses.replace(probe, steps=k)).seconds
-        long = run_config(dataclasses.replace(probe, steps=2 * k)).seconds
+        short, long = fastest(k), fastest(2 * k)
         if long - short >= probe_seconds or k >= 4096:
             return max(long - short, 1e-9) / k
         k *= 2
