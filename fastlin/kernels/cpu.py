@@ -10,14 +10,14 @@ Each GD step is ONE sweep over the weights, alternating direction:
   and B'_{i-1}(t+2) = B'_i V_i(t+2) (new, cached); B'_1 Z(t+2) = f(t+2)
   (Z = V_1 X, see "The first layer" below).
 
-Both chains are computed from the OLD weights in one tile sweep, the new one
-then corrected by a rank-r term, r = min(n, d_y):
-V_new A' = V A' - Lf^T (Rf A') and B' V_new = B' V - (B' Lf^T) Rf, where the
-gradient step is eta_i B_i^T E A_i^T = Lf^T Rf (rank r, never formed as a
-matrix). So each weight is read once and written once per step, while it sits
-in the L1/L2 cache. Large layers are split into contiguous row ranges, one
-per thread, in both passes; going down, each thread sums its rows' terms of
-the chains into its own buffer and the buffers are added after.
+Each tile of a few rows is handled while it sits in L1: the old chain
+through the old rows, the gradient step eta_i B_i^T E A_i^T = Lf^T Rf
+(rank r = min(n, d_y), never formed as a matrix) on those rows, then the new
+chain through the new rows (going down, the chains accumulate over the row
+tiles of a column block). So each weight is read from memory once and
+written once per step. Large layers are split into contiguous row ranges,
+one per thread, in both passes; going down, each thread sums its rows' terms
+of the chains into its own buffer and the buffers are added after.
 
 The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
 (d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of
@@ -203,21 +203,26 @@ def chain_cols(Vk, B_in, acc, r0, r1, c0):
 
 @serial
 def up_tile(Vk, A_in, A_out, Lf, Rf, rank, r0, r1):
-    """Rows [r0, r1) of one upward layer: the chains through the old rows, then the update."""
-    chain_rows(Vk, A_in, A_out, r0, r1)
+    """Rows [r0, r1) of one upward layer: old chain, update, new chain, while the rows are in L1."""
+    n = A_in.shape[0] // 2
+    chain_rows(Vk, A_in[:n], A_out[:n], r0, r1)
     add_product(Vk, Lf, Rf, rank, -1.0, r0, r1, 0, Vk.shape[1])
+    chain_rows(Vk, A_in[n:], A_out[n:], r0, r1)
 
 
 @serial
 def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
-    """Rows [r0, r1) of one downward layer: their terms of both chains, then their update.
+    """Rows [r0, r1) of one downward layer: their terms of both chains and their update.
 
-    part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c] (old rows). Column
+    part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c], through the old rows
+    for the old chain (p < d_y) and, after the update of each row tile,
+    through the new rows for the new chain. Column
     blocks of COL_BLOCK accumulate in the flat buffer blk: rows of part lie
     d_in apart, and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in
     the same L1 cache sets.
     """
     P = B_in.shape[0]
+    dy = P // 2
     din = Vk.shape[1]
     for c0 in range(0, din, COL_BLOCK):
         c1 = min(c0 + COL_BLOCK, din)
@@ -225,8 +230,9 @@ def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
         acc[:] = 0
         for r in range(r0, r1, ROW_TILE):
             re = min(r + ROW_TILE, r1)
-            chain_cols(Vk, B_in, acc, r, re, c0)
+            chain_cols(Vk, B_in[:dy], acc[:dy], r, re, c0)
             add_product(Vk, Lf, Rf, rank, -1.0, r, re, c0, c1)
+            chain_cols(Vk, B_in[dy:], acc[dy:], r, re, c0)
         for p in range(P):
             part[p][c0:c1] = acc[p]
 
@@ -246,14 +252,12 @@ def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank):
 
 
 @serial
-def down_layer_serial(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, blks):
+def down_layer_serial(Vk, B_in, B_out, Lf, Rf, rank, blks):
     down_rows(Vk, B_in, B_out, blks, Lf, Rf, rank, 0, Vk.shape[0])
-    # B' V_new = B' V - Z^T Rf (Z^T is ZT, rank x dy): the new chain's correction.
-    add_product(B_out[dy:], ZT, Rf, rank, -1.0, 0, dy, 0, Vk.shape[1])
 
 
 @parallel
-def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, parts, blks, threads):
+def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, rank, parts, blks, threads):
     """Threads take contiguous row ranges; their partial chains are summed after.
 
     Splitting rows (not columns) lets each thread stream one contiguous part
@@ -278,8 +282,6 @@ def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, parts, blks, thre
             other = parts[(t * P + p) * din:(t * P + p + 1) * din]
             for c in range(din):
                 out[c] += other[c]
-    # B' V_new = B' V - Z^T Rf (Z^T is ZT, rank x dy): the new chain's correction.
-    add_product(B_out[dy:], ZT, Rf, rank, -1.0, 0, dy, 0, Vk.shape[1])
 
 
 @serial
@@ -371,7 +373,7 @@ def first_layer(Z_T, B1, E, eta0, G, S_T, M_T):
 
 
 @serial
-def up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy, min_parallel):
+def up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, n, dy, min_parallel):
     """Step t -> t+1 going up; returns loss(t+1)."""
     L = dims.size - 1
     # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
@@ -385,19 +387,15 @@ def up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, G, S_T,
         A_out = A2[aoff[k + 1]:aoff[k + 2]].reshape((2 * n, dout))
         B_cached = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))[dy:]
         rank = gradient_factors(B_cached, A_in[:n], E, ET, eta[k], Lf, Rf)
-        # W = Rf A'^T (rank x n): the new chain's correction factor.
-        small_product_t(Rf, A_in[n:], W, rank, n, din)
         if dout * din >= min_parallel:
             up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank)
         else:
             up_layer_serial(Vk, A_in, A_out, Lf, Rf, rank)
-        # V_new A' = V A' - Lf^T W: the new chain's correction.
-        add_product(A_out[n:], W, Lf, rank, -1.0, 0, n, 0, dout)
     return residual_loss(E, ET, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
 
 
 @serial
-def down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, ZT, G, S_T, M_T, f_T, parts, blks,
+def down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, f_T, parts, blks,
               n, dy, min_parallel, threads):
     """Step t+1 -> t+2 going down; returns loss(t+2)."""
     L = dims.size - 1
@@ -408,12 +406,10 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, ZT, G, S
         B_out = B2[boff[k]:boff[k + 1]].reshape((2 * dy, din))
         A_cached = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))[n:]
         rank = gradient_factors(B_in[:dy], A_cached, E, ET, eta[k], Lf, Rf)
-        # ZT = Lf B'^T (rank x dy): the new chain's correction factor.
-        small_product_t(Lf, B_in[dy:], ZT, rank, dy, dout)
         if dout * din >= min_parallel:
-            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, parts, blks, threads)
+            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, rank, parts, blks, threads)
         else:
-            down_layer_serial(Vk, B_in, B_out, Lf, Rf, ZT, rank, dy, blks)
+            down_layer_serial(Vk, B_in, B_out, Lf, Rf, rank, blks)
     # The first layer steps Z(t+1) -> Z(t+2) in place; f(t+2)^T = Z^T B'_1^T.
     Z_T = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))[n:]
     B1 = B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))
@@ -423,16 +419,16 @@ def down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, ZT, G, S
 
 
 @serial
-def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, ZT, G, S_T, M_T, f_T, parts, blks,
+def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, f_T, parts, blks,
               phase, loss_out, loss_stop, min_parallel, threads):
     """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
     dy, n = E.shape
     for t in range(loss_out.size):
         if phase == 0:
-            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, W, G, S_T, M_T, n, dy,
+            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, n, dy,
                            min_parallel)
         else:
-            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, ZT, G, S_T, M_T, f_T,
+            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, f_T,
                              parts, blks, n, dy, min_parallel, threads)
         phase = 1 - phase
         loss_out[t] = loss
@@ -467,8 +463,6 @@ class State:
         dmax = int(self.dims.max())
         self.Lf = np.zeros((max(n, dy), dmax), dtype=dtype)
         self.Rf = np.zeros((max(n, dy), dmax), dtype=dtype)
-        self.W = np.zeros((max(n, dy), n), dtype=dtype)
-        self.ZT = np.zeros((max(n, dy), dy), dtype=dtype)
         self.f_T = np.zeros((n, dy), dtype=dtype)
         self.E = np.zeros((dy, n), dtype=dtype)
         self.ET = np.zeros((n, dy), dtype=dtype)
@@ -516,7 +510,7 @@ def init_state(V, X, Y, eta) -> State:
 def run_steps(state: State, loss_out, loss_stop: float):
     done, status, state.phase = run_chunk(
         state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
-        state.ET, state.Y, state.eta, state.Lf, state.Rf, state.W, state.ZT, state.G, state.S_T, state.M_T,
+        state.ET, state.Y, state.eta, state.Lf, state.Rf, state.G, state.S_T, state.M_T,
         state.f_T, state.parts, state.blks, state.phase, loss_out, loss_stop, state.min_parallel,
         numba.get_num_threads())
     return done, status
