@@ -216,10 +216,10 @@ def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
 
     part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c], through the old rows
     for the old chain (p < d_y) and, after the update of each row tile,
-    through the new rows for the new chain. Column
-    blocks of COL_BLOCK accumulate in the flat buffer blk: rows of part lie
-    d_in apart, and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in
-    the same L1 cache sets.
+    through the new rows for the new chain. Column blocks of COL_BLOCK
+    accumulate in the flat buffer blk: rows of part lie d_in apart, and at
+    d_in = 1024 (8 KB) the 2 d_y of them would all fall in the same L1 cache
+    sets.
     """
     P = B_in.shape[0]
     dy = P // 2
