@@ -1,9 +1,9 @@
-"""Measure where a parallel layer sweep starts to pay: fastlin.kernels.cpu.PARALLEL_MIN_WEIGHTS.
+"""Measure where running on all threads starts to pay: fastlin.kernels.cpu.PARALLEL_MIN_WEIGHTS.
 
 For square hidden layers of width m (dx = m, dy = 10, n = 16, L = 8) time a GD
-step with every layer swept serially and with every layer swept by all
-threads, and print the ratio. The threshold in cpu.py is set near the
-smallest m*m at which the parallel sweep wins.
+step on one thread and on all threads (one parallel region per chunk of
+steps, barriers between layers), and print the ratio. The threshold in cpu.py
+is set near the smallest m*m at which all threads win.
 
     python bench/threshold.py
 """
@@ -16,12 +16,9 @@ import fastlin
 from fastlin.kernels import cpu
 from fastlin.model import layer_rates, to_normalized
 
-SERIAL = np.iinfo(np.int64).max
-
-
-def step_seconds(V, X, Y, eta, min_parallel, steps=20, repeats=7):
+def step_seconds(V, X, Y, eta, parallel, steps=20, repeats=7):
     state = cpu.init_state([v.copy() for v in V], X, Y, eta)
-    state.min_parallel = min_parallel
+    state.parallel = parallel
     loss = np.empty(steps)
     cpu.run_steps(state, loss[:2], -np.inf)  # compile / warm up
     best = np.inf
@@ -33,15 +30,15 @@ def step_seconds(V, X, Y, eta, min_parallel, steps=20, repeats=7):
 
 
 def main():
-    print(f"{'m':>5} {'weights/layer':>14} {'serial us/layer':>16} {'parallel us/layer':>18} {'speed-up':>9}")
-    for m in (16, 32, 48, 64, 96, 128, 192, 256, 512):
+    print(f"{'m':>5} {'weights/layer':>14} {'1 thread us/layer':>16} {'all threads us/layer':>18} {'speed-up':>9}")
+    for m in (8, 12, 16, 24, 32, 48, 64, 96, 128, 256):
         L = 8
         X, Y = fastlin.paper_data(rng=0, dx=m, n=16, dy=10)
         dims = fastlin.network_dims(L, m, m, 10)
         V = to_normalized(fastlin.init_weights(dims, "orthogonal", rng=1), dims, np.float64)
         eta = layer_rates(0.1 * fastlin.theorem_lr(X, L, 10), dims)
-        ser = step_seconds(V, X, Y, eta, SERIAL) / L
-        par = step_seconds(V, X, Y, eta, 0) / L
+        ser = step_seconds(V, X, Y, eta, False) / L
+        par = step_seconds(V, X, Y, eta, True) / L
         print(f"{m:>5} {m * m:>14} {1e6 * ser:>16.2f} {1e6 * par:>18.2f} {ser / par:>9.2f}")
 
 

@@ -47,13 +47,14 @@ def problems(draw):
     init = draw(st.sampled_from(["gaussian", "orthogonal"]))
     seed = draw(st.integers(0, 2**32 - 1))
     scale = draw(st.floats(0.1, 0.8))
-    return fastlin.network_dims(L, m, dx, dy), n, init, seed, scale
+    parallel = draw(st.booleans())  # all threads sweep every layer, whatever its size
+    return fastlin.network_dims(L, m, dx, dy), n, init, seed, scale, parallel
 
 
 def run_kernel(kernel, V, X, Y, eta, steps, force_parallel=False):
     state = kernel.init_state([v.copy() for v in V], X, Y, eta)
     if force_parallel:
-        state.min_parallel = 0
+        state.parallel = True
     loss = np.full(steps + 1, np.nan)
     loss[0] = state.loss0
     done, status = kernel.run_steps(state, loss[1:], -np.inf)
@@ -95,8 +96,8 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @settings(max_examples=40, **SETTINGS)
 @given(problems())
 def test_cpu_float64_matches_reference(problem):
-    dims, n, init, seed, scale = problem
-    out = run_both(dims, n, init, seed, scale, steps=51, dtype=np.float64)
+    dims, n, init, seed, scale, parallel = problem
+    out = run_both(dims, n, init, seed, scale, steps=51, dtype=np.float64, force_parallel=parallel)
     (loss_c, W_c, status_c), (loss_r, W_r, status_r) = out["cpu"], out["numpy"]
     tol = 1e-10 + 100 * out["sensitivity"]
     assert status_c == status_r
@@ -109,8 +110,8 @@ def test_cpu_float64_matches_reference(problem):
 @settings(max_examples=15, **SETTINGS)
 @given(problems())
 def test_cpu_float32_matches_reference(problem):
-    dims, n, init, seed, scale = problem
-    out = run_both(dims, n, init, seed, scale, steps=20, dtype=np.float32)
+    dims, n, init, seed, scale, parallel = problem
+    out = run_both(dims, n, init, seed, scale, steps=20, dtype=np.float32, force_parallel=parallel)
     loss_c, loss_r = out["cpu"][0], out["numpy"][0]
     assert out["cpu"][1][0].dtype == np.float32
     # float32: the floor and the nudge scale with single precision's eps

@@ -1,4 +1,4 @@
-"""Numba CPU backend: the one-pass fused GD step (DESIGN.md), serial and parallel.
+"""Numba CPU backend: the one-pass fused GD step (DESIGN.md), on one thread or all.
 
 Each GD step is ONE sweep over the weights, alternating direction:
 
@@ -11,13 +11,19 @@ Each GD step is ONE sweep over the weights, alternating direction:
   (Z = V_1 X, see "The first layer" below).
 
 Each tile of a few rows is handled while it sits in L1: the old chain
-through the old rows, the gradient step eta_i B_i^T E A_i^T = Lf^T Rf
+through the old rows, the gradient step eta_i B_i^T E A_i^T = C^T M
 (rank r = min(n, d_y), never formed as a matrix) on those rows, then the new
 chain through the new rows (going down, the chains accumulate over the row
 tiles of a column block). So each weight is read from memory once and
-written once per step. Large layers are split into contiguous row ranges,
-one per thread, in both passes; going down, each thread sums its rows' terms
-of the chains into its own buffer and the buffers are added after.
+written once per step.
+
+Threads: a chunk of steps runs in ONE parallel region (``run_chunk_parallel``),
+each thread sweeping a contiguous range of rows of every layer in both
+passes and waiting for the others at a barrier between layers (sync.py,
+about 0.2 us, where opening a region per layer cost a few us). Going down,
+each thread sums its rows' terms of the chains into its own buffer and,
+after a barrier, each adds up the buffers for its share of the columns.
+Small nets run the same code on one thread (``run_chunk``, no barriers).
 
 The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
 (d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of
@@ -45,12 +51,17 @@ from numba import prange
 from . import COMPLETED, CONVERGED, DIVERGED
 from .options import parallel, serial
 from .reference import half_squared_norm, prefix_chain, suffix_chain
+from .sync import FLAG_STRIDE, JOIN_SPINS, barrier, join
 
-# A layer with at least this many weights is swept by all threads (each takes
-# a contiguous range of its rows, in both passes); smaller layers run
-# serially, since a parallel region costs a few microseconds to open and the
-# step opens L of them. Measured with bench/threshold.py (see bench/README.md).
-PARALLEL_MIN_WEIGHTS = 1 << 13
+# A net whose widest swept layer has at least this many weights runs on all
+# threads: one parallel region per chunk of steps, each thread sweeping a
+# contiguous range of rows of every layer, barriers between layers (sync.py).
+# Smaller nets run on one thread. Measured with bench/threshold.py (see
+# bench/README.md).
+PARALLEL_MIN_WEIGHTS = 1 << 10
+# A thread's rows of an upward layer are swept in one go below this many
+# weights (they stay in L1/L2), tile by tile above.
+WHOLE_MAX_WEIGHTS = 1 << 13
 # Rows per tile (both passes) and columns per block in the downward pass.
 ROW_TILE = 4
 COL_BLOCK = 128
@@ -114,9 +125,9 @@ def chain_rows(Vk, A_in, A_out, r0, r1):
 def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
     """out[r, c] += alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1).
 
-    The rank-K update of every step (the gradient step is alpha = -1, C = Lf,
-    M = Rf) and of the small factor products. Two rows and four terms at a
-    time so that each load of M serves two rows. Loops run over 1-D row views
+    The rank-K update of every step (a layer's gradient step, alpha C^T M)
+    and of the small factor products. Two rows and four terms at a time so
+    that each load of M serves two rows. Loops run over 1-D row views
     indexed from 0: numba then emits no negative-index wraparound test and
     LLVM vectorizes.
     """
@@ -155,13 +166,13 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
 
 
 @serial
-def set_product(out, C, M, K, alpha, rows, cols):
-    """out[r, c] = alpha sum_{k<K} C[k, r] M[k, c] for r < rows, c < cols."""
-    for r in range(rows):
+def set_block(out, C, M, K, alpha, r0, r1, c0, c1):
+    """out[r, c] = alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1)."""
+    for r in range(r0, r1):
         o = out[r]
-        for c in range(cols):
+        for c in range(c0, c1):
             o[c] = 0
-    add_product(out, C, M, K, alpha, 0, rows, 0, cols)
+    add_product(out, C, M, K, alpha, r0, r1, c0, c1)
 
 
 @serial
@@ -202,24 +213,47 @@ def chain_cols(Vk, B_in, acc, r0, r1, c0):
 
 
 @serial
-def up_tile(Vk, A_in, A_out, Lf, Rf, rank, r0, r1):
-    """Rows [r0, r1) of one upward layer: old chain, update, new chain, while the rows are in L1."""
-    n = A_in.shape[0] // 2
-    chain_rows(Vk, A_in[:n], A_out[:n], r0, r1)
-    add_product(Vk, Lf, Rf, rank, -1.0, r0, r1, 0, Vk.shape[1])
-    chain_rows(Vk, A_in[n:], A_out[n:], r0, r1)
+def span(d, t, T):
+    """Thread t's share [lo, hi) of range(d) among T: contiguous, in whole row tiles."""
+    tiles = (d + ROW_TILE - 1) // ROW_TILE
+    return min(tiles * t // T * ROW_TILE, d), min(tiles * (t + 1) // T * ROW_TILE, d)
 
 
 @serial
-def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
+def level(buf, off, dims, j, rows):
+    """Level j of a chain buffer: (rows, d_j)."""
+    return buf[off[j]:off[j + 1]].reshape((rows, dims[j]))
+
+
+@serial
+def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
+    """Rows [r0, r1) of one upward layer: old chain, update, new chain.
+
+    The update is Vk[r, :] += alpha sum_{k<K} C[k, r] M[k, :]. A range of
+    fewer than WHOLE_MAX_WEIGHTS weights is done in one go (it stays in
+    L1/L2); a larger one tile by tile, each tile's three steps while it is in
+    L1.
+    """
+    n = A_in.shape[0] // 2
+    din = Vk.shape[1]
+    step = max(r1 - r0, 1) if (r1 - r0) * din < WHOLE_MAX_WEIGHTS else ROW_TILE
+    for r in range(r0, r1, step):
+        re = min(r + step, r1)
+        chain_rows(Vk, A_in[:n], A_out[:n], r, re)
+        add_product(Vk, C, M, K, alpha, r, re, 0, din)
+        chain_rows(Vk, A_in[n:], A_out[n:], r, re)
+
+
+@serial
+def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1):
     """Rows [r0, r1) of one downward layer: their terms of both chains and their update.
 
     part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c], through the old rows
-    for the old chain (p < d_y) and, after the update of each row tile,
-    through the new rows for the new chain. Column blocks of COL_BLOCK
-    accumulate in the flat buffer blk: rows of part lie d_in apart, and at
-    d_in = 1024 (8 KB) the 2 d_y of them would all fall in the same L1 cache
-    sets.
+    for the old chain (p < d_y) and, after the update of each row tile (as in
+    ``up_rows``), through the new rows for the new chain. Column blocks of
+    COL_BLOCK accumulate in the flat buffer blk: rows of part lie d_in apart,
+    and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in the same L1
+    cache sets.
     """
     P = B_in.shape[0]
     dy = P // 2
@@ -231,103 +265,43 @@ def down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1):
         for r in range(r0, r1, ROW_TILE):
             re = min(r + ROW_TILE, r1)
             chain_cols(Vk, B_in[:dy], acc[:dy], r, re, c0)
-            add_product(Vk, Lf, Rf, rank, -1.0, r, re, c0, c1)
+            add_product(Vk, C, M, K, alpha, r, re, c0, c1)
             chain_cols(Vk, B_in[dy:], acc[dy:], r, re, c0)
         for p in range(P):
             part[p][c0:c1] = acc[p]
 
 
 @serial
-def up_layer_serial(Vk, A_in, A_out, Lf, Rf, rank):
-    up_tile(Vk, A_in, A_out, Lf, Rf, rank, 0, Vk.shape[0])
-
-
-@parallel
-def up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank):
-    dout = Vk.shape[0]
-    ntiles = (dout + ROW_TILE - 1) // ROW_TILE
-    for t in prange(ntiles):
-        r0 = t * ROW_TILE
-        up_tile(Vk, A_in, A_out, Lf, Rf, rank, r0, min(r0 + ROW_TILE, dout))
-
-
-@serial
-def down_layer_serial(Vk, B_in, B_out, Lf, Rf, rank, blks):
-    down_rows(Vk, B_in, B_out, blks, Lf, Rf, rank, 0, Vk.shape[0])
-
-
-@parallel
-def down_layer_parallel(Vk, B_in, B_out, Lf, Rf, rank, parts, blks, threads):
-    """Threads take contiguous row ranges; their partial chains are summed after.
-
-    Splitting rows (not columns) lets each thread stream one contiguous part
-    of the layer; the price is a sum of T partial chains of 2 d_y x d_in.
-    """
-    dout, din = Vk.shape
-    P = B_in.shape[0]
-    tiles = (dout + ROW_TILE - 1) // ROW_TILE
-    T = min(threads, tiles)
-    for t in prange(T):
-        r0 = (tiles * t // T) * ROW_TILE
-        r1 = min((tiles * (t + 1) // T) * ROW_TILE, dout)
-        part = parts[t * P * din:(t + 1) * P * din].reshape((P, din))
-        blk = blks[t * P * COL_BLOCK:(t + 1) * P * COL_BLOCK]
-        down_rows(Vk, B_in, part, blk, Lf, Rf, rank, r0, r1)
+def sum_parts(parts, T, out, c0, c1):
+    """out[p, c] = sum over threads u < T of their partial chains, for columns [c0, c1)."""
+    P, din = out.shape
     for p in range(P):
-        out = B_out[p]
-        first = parts[p * din:(p + 1) * din]
-        for c in range(din):
-            out[c] = first[c]
-        for t in range(1, T):
-            other = parts[(t * P + p) * din:(t * P + p + 1) * din]
-            for c in range(din):
-                out[c] += other[c]
+        o = out[p]
+        first = parts[0][p * din:(p + 1) * din]
+        for c in range(c0, c1):
+            o[c] = first[c]
+        for u in range(1, T):
+            other = parts[u][p * din:(p + 1) * din]
+            for c in range(c0, c1):
+                o[c] += other[c]
 
 
 @serial
-def gradient_factors(B, AT, E, ET, eta, Lf, Rf):
-    """Write eta B^T E A^T = Lf^T Rf with rank r = min(n, dy); return r.
-
-    B: (dy, d_out) suffix chain, AT: (n, d_in) transposed prefix chain,
-    E: (dy, n), ET = E^T. dy <= n: Lf = eta B, Rf = E A^T; else
-    Lf = eta E^T B, Rf = A^T.
-    """
-    dy, n = E.shape
-    dout = B.shape[1]
-    din = AT.shape[1]
-    if dy <= n:
-        for q in range(dy):
-            lq = Lf[q]
-            bq = B[q]
-            for r in range(dout):
-                lq[r] = eta * bq[r]
-        set_product(Rf, ET, AT, n, 1.0, dy, din)
-        return dy
-    set_product(Lf, E, B, dy, eta, n, dout)
-    for s in range(n):
-        rs = Rf[s]
-        ats = AT[s]
-        for c in range(din):
-            rs[c] = ats[c]
-    return n
-
-
-@serial
-def small_product_t(Pm, Qm, out, rows, cols, inner):
-    """out[i, j] = sum_k Pm[i, k] Qm[j, k] for i < rows, j < cols, k < inner.
+def small_product_t(Pm, Qm, out, rows, cols, k0, k1):
+    """out[i, j] = sum_{k0 <= k < k1} Pm[i, k] Qm[j, k] for i < rows, j < cols.
 
     Two by two dot products per pass over k: each loaded element serves two.
     """
     i = 0
     while i < rows:
         i2 = min(i + 1, rows - 1)
-        p0, p1 = Pm[i][:inner], Pm[i2][:inner]
+        p0, p1 = Pm[i][k0:k1], Pm[i2][k0:k1]
         j = 0
         while j < cols:
             j2 = min(j + 1, cols - 1)
-            q0, q1 = Qm[j][:inner], Qm[j2][:inner]
+            q0, q1 = Qm[j][k0:k1], Qm[j2][k0:k1]
             a00 = a01 = a10 = a11 = out.dtype.type(0)
-            for k in range(inner):
+            for k in range(k1 - k0):
                 a00 += p0[k] * q0[k]
                 a01 += p0[k] * q1[k]
                 a10 += p1[k] * q0[k]
@@ -355,88 +329,161 @@ def residual_loss(E, ET, f_T, Y):
 
 
 @serial
-def first_layer(Z_T, B1, E, eta0, G, S_T, M_T):
-    """The first layer's step, through Z = V_1 X only (see "The first layer" in the module docstring).
+def first_layer(Z_T, B1, E, eta0, G, S_T, M_T, c0, c1):
+    """The first layer's step on columns [c0, c1) of Z^T (see "The first layer" in the module docstring).
 
     M = eta_1 B_1^T E (written transposed, (n, d_1)); S += M; Z <- Z - M G,
     with G = X^T X. Costs O(d_1 n (d_y + n)) instead of O(d_1 d_x (n + r)).
     """
     dy, n = E.shape
-    d1 = M_T.shape[1]
-    set_product(M_T, E, B1, dy, eta0, n, d1)
+    set_block(M_T, E, B1, dy, eta0, 0, n, c0, c1)
     for s in range(n):
         acc = S_T[s]
         ms = M_T[s]
-        for r in range(d1):
+        for r in range(c0, c1):
             acc[r] += ms[r]
-    add_product(Z_T, G, M_T, n, -1.0, 0, n, 0, d1)
+    add_product(Z_T, G, M_T, n, -1.0, 0, n, c0, c1)
 
 
 @serial
-def up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, n, dy, min_parallel):
-    """Step t -> t+1 going up; returns loss(t+1)."""
+def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
+    """Thread t of T: step t -> t+1 going up; returns (loss(t+1), epoch).
+
+    The gradient step of layer k is eta_k B^T E A^T = alpha C^T M with rank
+    r = min(n, d_y). d_y <= n: C = B (cached), M = E A^T, alpha = -eta_k; the
+    threads write M's columns for the next layer as they finish their rows of
+    A (M alternates between two buffers). d_y > n: C = eta_k E^T B on the
+    thread's own rows, M = A^T, alpha = -1.
+    """
+    V, voff, dims, A2, aoff, B2, boff = net
+    Y, G, eta = data
+    dy, n = E.shape
     L = dims.size - 1
     # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
-    Z2 = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))
-    Z2[:n] = Z2[n:]
-    first_layer(Z2[n:], B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))[dy:], E, eta[0], G, S_T, M_T)
+    Z2 = level(A2, aoff, dims, 1, 2 * n)
+    c0, c1 = span(dims[1], t, T)
+    for s in range(n):
+        Z2[s][c0:c1] = Z2[n + s][c0:c1]
+    first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
+    if dy <= n and L > 1:
+        set_block(Mf[1], ET, Z2[:n], n, 1.0, 0, dy, c0, c1)
+    epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
         din, dout = dims[k], dims[k + 1]
         Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
-        A_in = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))
-        A_out = A2[aoff[k + 1]:aoff[k + 2]].reshape((2 * n, dout))
-        B_cached = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))[dy:]
-        rank = gradient_factors(B_cached, A_in[:n], E, ET, eta[k], Lf, Rf)
-        if dout * din >= min_parallel:
-            up_layer_parallel(Vk, A_in, A_out, Lf, Rf, rank)
+        A_in = level(A2, aoff, dims, k, 2 * n)
+        A_out = level(A2, aoff, dims, k + 1, 2 * n)
+        B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
+        r0, r1 = span(dout, t, T)
+        if dy <= n:
+            up_rows(Vk, A_in, A_out, B_cached, Mf[k % 2], dy, -eta[k], r0, r1)
+            if k + 1 < L:
+                set_block(Mf[(k + 1) % 2], ET, A_out[:n], n, 1.0, 0, dy, r0, r1)
         else:
-            up_layer_serial(Vk, A_in, A_out, Lf, Rf, rank)
-    return residual_loss(E, ET, A2[aoff[L]:aoff[L + 1]].reshape((2 * n, dy))[n:], Y)
+            set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
+            up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
+        epoch = barrier(flags, t, T, epoch)
+    return residual_loss(E, ET, level(A2, aoff, dims, L, 2 * n)[n:], Y), epoch
 
 
 @serial
-def down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, f_T, parts, blks,
-              n, dy, min_parallel, threads):
-    """Step t+1 -> t+2 going down; returns loss(t+2)."""
+def down_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk, fparts, f_T):
+    """Thread t of T: step t+1 -> t+2 going down; returns (loss(t+2), epoch).
+
+    Each thread sweeps its rows of a layer into its own partial chains
+    (``parts[t]``; with one thread, straight into B); after a barrier each
+    sums the partials for its share of the columns. The gradient factors are
+    those of ``up_pass`` with the roles swapped: d_y <= n: C = B (old, just
+    summed), M = E A^T (cached A; the threads write its columns for the next
+    layer down while they sum); d_y > n: C = eta E^T B on own rows, M = A^T.
+    """
+    V, voff, dims, A2, aoff, B2, boff = net
+    Y, G, eta = data
+    dy, n = E.shape
     L = dims.size - 1
+    P = 2 * dy
+    if L == 1:  # f = Z: every thread must have read it for the loss before any steps it
+        epoch = barrier(flags, t, T, epoch)
+    if dy <= n and L > 1:
+        c0, c1 = span(dims[L - 1], t, T)
+        set_block(Mf[0], ET, level(A2, aoff, dims, L - 1, 2 * n)[n:], n, 1.0, 0, dy, c0, c1)
+        epoch = barrier(flags, t, T, epoch)
     for k in range(L - 1, 0, -1):
         din, dout = dims[k], dims[k + 1]
         Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
-        B_in = B2[boff[k + 1]:boff[k + 2]].reshape((2 * dy, dout))
-        B_out = B2[boff[k]:boff[k + 1]].reshape((2 * dy, din))
-        A_cached = A2[aoff[k]:aoff[k + 1]].reshape((2 * n, din))[n:]
-        rank = gradient_factors(B_in[:dy], A_cached, E, ET, eta[k], Lf, Rf)
-        if dout * din >= min_parallel:
-            down_layer_parallel(Vk, B_in, B_out, Lf, Rf, rank, parts, blks, threads)
+        B_in = level(B2, boff, dims, k + 1, P)
+        B_out = level(B2, boff, dims, k, P)
+        r0, r1 = span(dout, t, T)
+        part = B_out if T == 1 else parts[t][:P * din].reshape((P, din))
+        if dy <= n:
+            down_rows(Vk, B_in, part, blk, B_in[:dy], Mf[0], dy, -eta[k], r0, r1)
         else:
-            down_layer_serial(Vk, B_in, B_out, Lf, Rf, rank, blks)
-    # The first layer steps Z(t+1) -> Z(t+2) in place; f(t+2)^T = Z^T B'_1^T.
-    Z_T = A2[aoff[1]:aoff[2]].reshape((2 * n, dims[1]))[n:]
-    B1 = B2[boff[1]:boff[2]].reshape((2 * dy, dims[1]))
-    first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T)
-    small_product_t(Z_T, B1[dy:], f_T, n, dy, dims[1])
-    return residual_loss(E, ET, f_T, Y)
+            set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, r0, r1)
+            down_rows(Vk, B_in, part, blk, Cf, level(A2, aoff, dims, k, 2 * n)[n:], n, -1.0, r0, r1)
+        if T > 1:
+            epoch = barrier(flags, t, T, epoch)
+            c0, c1 = span(din, t, T)
+            sum_parts(parts, T, B_out, c0, c1)
+        if dy <= n and k > 1:
+            c0, c1 = span(dims[k - 1], t, T)
+            set_block(Mf[0], ET, level(A2, aoff, dims, k - 1, 2 * n)[n:], n, 1.0, 0, dy, c0, c1)
+        if k > 1:
+            epoch = barrier(flags, t, T, epoch)
+    # The first layer steps Z(t+1) -> Z(t+2) in place on the columns this
+    # thread has just summed; f(t+2)^T = Z^T B'_1^T, summed over threads.
+    Z_T = level(A2, aoff, dims, 1, 2 * n)[n:]
+    B1 = level(B2, boff, dims, 1, P)
+    c0, c1 = span(dims[1], t, T)
+    first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T, c0, c1)
+    small_product_t(Z_T, B1[dy:], fparts[t], n, dy, c0, c1)
+    epoch = barrier(flags, t, T, epoch)
+    f_T[:] = fparts[0]
+    for u in range(1, T):
+        f_T += fparts[u]
+    return residual_loss(E, ET, f_T, Y), epoch
 
 
 @serial
-def run_chunk(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, f_T, parts, blks,
-              phase, loss_out, loss_stop, min_parallel, threads):
-    """Run up to len(loss_out) steps, alternating passes; returns (done, status, phase)."""
-    dy, n = E.shape
-    for t in range(loss_out.size):
+def run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, result):
+    """Thread t of T: up to len(loss_out) steps, alternating passes; result = (done, status, phase).
+
+    Every thread computes the same loss from the same f, so all stop together.
+    """
+    E, ET, Cf, Mf, S_T, M_T, parts, blks, fparts, f_T = bufs
+    epoch = 0
+    done, status = loss_out.size, COMPLETED
+    for i in range(loss_out.size):
         if phase == 0:
-            loss = up_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, n, dy,
-                           min_parallel)
+            loss, epoch = up_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf, S_T, M_T)
         else:
-            loss = down_pass(V, voff, dims, A2, aoff, B2, boff, E, ET, Y, eta, Lf, Rf, G, S_T, M_T, f_T,
-                             parts, blks, n, dy, min_parallel, threads)
+            loss, epoch = down_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf, S_T, M_T,
+                                    parts, blks[t], fparts, f_T[t])
         phase = 1 - phase
-        loss_out[t] = loss
+        if t == 0:
+            loss_out[i] = loss
         if not math.isfinite(loss):
-            return t + 1, DIVERGED, phase
+            done, status = i + 1, DIVERGED
+            break
         if loss <= loss_stop:
-            return t + 1, CONVERGED, phase
-    return loss_out.size, COMPLETED, phase
+            done, status = i + 1, CONVERGED
+            break
+    result[0], result[1], result[2] = done, status, phase
+
+
+@serial
+def run_chunk(flags, net, data, bufs, phase, loss_out, loss_stop, results):
+    """One thread: run_thread with T = 1 (no barriers)."""
+    run_thread(0, 1, flags, net, data, bufs, phase, loss_out, loss_stop, results[0])
+
+
+@parallel
+def run_chunk_parallel(flags, net, data, bufs, phase, loss_out, loss_stop, results, T):
+    """T threads in one parallel region for the whole chunk; results[0, 0] = -1 if they did not all run."""
+    for t in prange(T):
+        if join(flags, t, T, JOIN_SPINS):
+            run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, results[t])
+        else:
+            results[t, 0] = -1
 
 
 class State:
@@ -461,20 +508,28 @@ class State:
         self.X, self.Y = X, Y
         self.eta = np.asarray(eta, dtype=dtype)
         dmax = int(self.dims.max())
-        self.Lf = np.zeros((max(n, dy), dmax), dtype=dtype)
-        self.Rf = np.zeros((max(n, dy), dmax), dtype=dtype)
-        self.f_T = np.zeros((n, dy), dtype=dtype)
-        self.E = np.zeros((dy, n), dtype=dtype)
-        self.ET = np.zeros((n, dy), dtype=dtype)
-        self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
+        threads = numba.config.NUMBA_NUM_THREADS
+        # Shared: the two alternating M = E A^T factors (d_y <= n), the first
+        # layer's S^T and M^T. Per thread: E and E^T, the factor C = eta E^T B
+        # (d_y > n), partial chains of a downward layer, the column-block
+        # accumulator, partial and summed outputs f^T.
+        self.Mf = np.zeros((2, dy, dmax), dtype=dtype)
         self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
         self.M_T = np.zeros((n, self.dims[1]), dtype=dtype)
-        # Per thread: the partial chains of a parallel downward layer and the
-        # column-block accumulator.
-        threads = numba.config.NUMBA_NUM_THREADS
-        self.parts = np.zeros(threads * 2 * dy * dmax, dtype=dtype)
-        self.blks = np.zeros(threads * 2 * dy * COL_BLOCK, dtype=dtype)
-        self.min_parallel = PARALLEL_MIN_WEIGHTS
+        self.Es = np.zeros((threads, dy, n), dtype=dtype)
+        self.ETs = np.zeros((threads, n, dy), dtype=dtype)
+        self.E, self.ET = self.Es[0], self.ETs[0]
+        self.Cf = np.zeros((threads, n, dmax), dtype=dtype)
+        self.parts = np.zeros((threads, 2 * dy * dmax), dtype=dtype)
+        self.blks = np.zeros((threads, 2 * dy * COL_BLOCK), dtype=dtype)
+        self.fparts = np.zeros((threads, n, dy), dtype=dtype)
+        self.f_Ts = np.zeros((threads, n, dy), dtype=dtype)
+        self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
+        self.flags = np.zeros((threads + 2) * FLAG_STRIDE, dtype=np.int64)
+        self.results = np.zeros((threads, 3), dtype=np.int64)
+        # All threads sweep every layer when the widest swept layer (2..L)
+        # has at least PARALLEL_MIN_WEIGHTS weights.
+        self.parallel = bool(len(V) > 1 and sizes[1:].max() >= PARALLEL_MIN_WEIGHTS)
         # Level 0 (X) is read by chains() only; the top of every downward
         # pass is the identity in both halves.
         self.level(self.A2, self.aoff, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
@@ -508,11 +563,23 @@ def init_state(V, X, Y, eta) -> State:
 
 
 def run_steps(state: State, loss_out, loss_stop: float):
-    done, status, state.phase = run_chunk(
-        state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff, state.E,
-        state.ET, state.Y, state.eta, state.Lf, state.Rf, state.G, state.S_T, state.M_T,
-        state.f_T, state.parts, state.blks, state.phase, loss_out, loss_stop, state.min_parallel,
-        numba.get_num_threads())
+    """Run a chunk of steps on numba.get_num_threads() threads if ``state.parallel``, else on one."""
+    net = (state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff)
+    data = (state.Y, state.G, state.eta)
+    bufs = (state.Es, state.ETs, state.Cf, state.Mf, state.S_T, state.M_T, state.parts, state.blks,
+            state.fparts, state.f_Ts)
+    T = numba.get_num_threads() if state.parallel else 1
+    state.Es[1:T] = state.E
+    state.ETs[1:T] = state.ET
+    if T > 1:
+        state.flags[:] = 0
+        run_chunk_parallel(state.flags, net, data, bufs, state.phase, loss_out, loss_stop,
+                           state.results, T)
+        if state.results[0, 0] < 0:
+            state.parallel = False  # the threads did not all run at once: one thread from now on
+    if T == 1 or not state.parallel:
+        run_chunk(state.flags, net, data, bufs, state.phase, loss_out, loss_stop, state.results)
+    done, status, state.phase = (int(x) for x in state.results[0])
     return done, status
 
 

@@ -1,0 +1,111 @@
+"""Threads of one parallel region meeting without leaving it: a start handshake and a barrier.
+
+The CPU kernel runs a whole chunk of GD steps in ONE parallel region (one
+iteration of ``prange(T)`` per thread) and lets the threads wait for each
+other between layers here, instead of opening a parallel region per layer
+(a few microseconds each, L of them per step). A barrier costs about
+0.2 microseconds on two cores.
+
+Numba has no atomics for CPU code, so the four used here are emitted as LLVM
+atomic instructions. ``flags`` is an int64 array of at least
+``(T + 2) * FLAG_STRIDE`` zeros before the region opens; each thread's word
+lies on its own cache line.
+"""
+
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from .options import serial
+
+FLAG_STRIDE = 8  # int64 words per cache line
+# The start handshake gives up after this many polls (tens of milliseconds):
+# then the threads were not all running at once and the caller goes serial.
+JOIN_SPINS = 1 << 24
+
+
+def _pointer(context, builder, sig, args):
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+
+
+@intrinsic
+def load_acquire(typingctx, flags, i):
+    """flags[i], read atomically; later reads see what was written before a matching release."""
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_pointer(context, builder, sig, args), "acquire", 8)
+    return types.int64(flags, i), codegen
+
+
+@intrinsic
+def store_release(typingctx, flags, i, value):
+    """flags[i] = value, atomically, after every earlier write of this thread."""
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(value, _pointer(context, builder, sig, args), "release", 8)
+        return context.get_dummy_value()
+    return types.void(flags, i, value), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, flags, i, value):
+    """flags[i] += value, atomically; returns the old value."""
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        return builder.atomic_rmw("add", _pointer(context, builder, sig, args), value, "seq_cst")
+    return types.int64(flags, i, value), codegen
+
+
+@intrinsic
+def compare_swap(typingctx, flags, i, expected, value):
+    """If flags[i] == expected set it to value, atomically; returns the value found."""
+    def codegen(context, builder, sig, args):
+        expected = context.cast(builder, args[2], sig.args[2], types.int64)
+        value = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(_pointer(context, builder, sig, args), expected, value,
+                               "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
+    return types.int64(flags, i, expected, value), codegen
+
+
+@serial
+def join(flags, t, T, spins):
+    """True for every thread if all T threads reached here while the others were running, else False for all.
+
+    A threading layer may run the T iterations of a ``prange`` one after
+    another (TBB can, and nested regions get one thread), and a barrier would
+    then wait forever. So each thread counts itself in and waits at most
+    ``spins`` polls for the others; the first thread to decide (all in, or
+    gave up) sets the verdict once, by compare-and-swap, and all follow it.
+    A thread that arrives after the verdict went against it does no work.
+    """
+    if T == 1:
+        return True
+    count, verdict = T * FLAG_STRIDE, (T + 1) * FLAG_STRIDE
+    fetch_add(flags, count, 1)
+    polls = 0
+    while load_acquire(flags, count) < T and polls < spins:
+        polls += 1
+    if load_acquire(flags, count) >= T:
+        compare_swap(flags, verdict, 0, 1)
+    else:
+        compare_swap(flags, verdict, 0, 2)
+    return load_acquire(flags, verdict) == 1
+
+
+@serial
+def barrier(flags, t, T, epoch):
+    """Wait until all T threads have passed ``epoch`` barriers; returns epoch + 1.
+
+    Each thread publishes how many barriers it has reached in its own word
+    (release) and waits until every other word has caught up (acquire), so
+    all writes made before the barrier are visible after it.
+    """
+    epoch += 1
+    if T == 1:
+        return epoch
+    store_release(flags, t * FLAG_STRIDE, epoch)
+    for u in range(T):
+        while load_acquire(flags, u * FLAG_STRIDE) < epoch:
+            pass
+    return epoch

@@ -1,0 +1,82 @@
+"""The start handshake and barrier that let a chunk of steps run in one parallel region."""
+
+import threading
+
+import numba
+import numpy as np
+
+from fastlin.kernels import cpu, sync
+from fastlin.kernels.sync import FLAG_STRIDE
+
+
+def fresh_flags(T):
+    return np.zeros((T + 2) * FLAG_STRIDE, dtype=np.int64)
+
+
+def in_threads(fn, T):
+    out = [None] * T
+    workers = [threading.Thread(target=lambda t=t: out.__setitem__(t, fn(t))) for t in range(T)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return out
+
+
+def test_join_gives_up_for_all_when_threads_run_one_after_another():
+    flags = fresh_flags(2)
+    assert not sync.join(flags, 0, 2, 1000)  # the other never came
+    assert not sync.join(flags, 1, 2, 1000)  # it comes after the verdict and follows it
+
+
+def test_join_agrees_when_all_threads_run_at_once():
+    flags = fresh_flags(3)
+    assert in_threads(lambda t: sync.join(flags, t, 3, 1 << 40), 3) == [True, True, True]
+
+
+@numba.njit(nogil=True)
+def ping(flags, t, T, seen, rounds):
+    """Each round every thread writes its mark, meets the others, reads theirs, meets again."""
+    epoch = 0
+    for e in range(1, rounds + 1):
+        seen[t, t] = e
+        epoch = sync.barrier(flags, t, T, epoch)
+        for u in range(T):
+            if seen[u, u] != e:
+                seen[t, u] = -e  # a mark missing after the barrier
+        epoch = sync.barrier(flags, t, T, epoch)
+    return epoch
+
+
+def test_barrier_makes_every_write_before_it_visible_after_it():
+    T, rounds = 3, 2000
+    flags, seen = fresh_flags(T), np.zeros((T, T), dtype=np.int64)
+    epochs = in_threads(lambda t: ping(flags, t, T, seen, rounds), T)
+    assert epochs == [2 * rounds] * T
+    assert np.array_equal(np.diag(seen), [rounds] * T) and seen.min() >= 0
+
+
+def test_threads_that_did_not_all_run_fall_back_to_one_thread(monkeypatch):
+    """If the handshake fails the chunk runs on one thread, with the same losses."""
+    X = np.random.default_rng(0).standard_normal((20, 6))
+    Y = np.random.default_rng(1).standard_normal((3, 6))
+    rng = np.random.default_rng(2)
+    V = [rng.standard_normal((16, 20)) / 5, rng.standard_normal((16, 16)) / 4,
+         rng.standard_normal((3, 16)) / 4]
+    eta = np.full(3, 0.01)
+    want = np.empty(9)
+    serial = cpu.init_state([v.copy() for v in V], X, Y, eta)
+    serial.parallel = False
+    cpu.run_steps(serial, want, -np.inf)
+
+    def no_threads(flags, net, data, bufs, phase, loss_out, loss_stop, results, T):
+        results[:, 0] = -1
+
+    monkeypatch.setattr(cpu, "run_chunk_parallel", no_threads)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    state = cpu.init_state([v.copy() for v in V], X, Y, eta)
+    state.parallel = True
+    got = np.empty(9)
+    assert cpu.run_steps(state, got, -np.inf) == (9, 0)
+    assert not state.parallel
+    assert np.array_equal(got, want)
