@@ -12,6 +12,9 @@ atomic instructions. ``flags`` is an int64 array of at least
 lies on its own cache line.
 """
 
+import platform
+
+from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -68,6 +71,22 @@ def compare_swap(typingctx, flags, i, expected, value):
     return types.int64(flags, i, expected, value), codegen
 
 
+# The spin-wait hint: lets a hyper-threaded sibling run (on a VM the two
+# "cores" may be one core's two threads) and saves power while polling.
+_PAUSE = {"x86_64": "pause", "amd64": "pause", "aarch64": "yield", "arm64": "yield"}.get(
+    platform.machine().lower(), "")
+
+
+@intrinsic
+def pause(typingctx):
+    """One spin-wait hint instruction (nothing on machines without one)."""
+    def codegen(context, builder, sig, args):
+        if _PAUSE:
+            builder.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), _PAUSE, "", side_effect=True), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
 @serial
 def join(flags, t, T, spins):
     """True for every thread if all T threads reached here while the others were running, else False for all.
@@ -85,6 +104,7 @@ def join(flags, t, T, spins):
     fetch_add(flags, count, 1)
     polls = 0
     while load_acquire(flags, count) < T and polls < spins:
+        pause()
         polls += 1
     if load_acquire(flags, count) >= T:
         compare_swap(flags, verdict, 0, 1)
@@ -107,5 +127,5 @@ def barrier(flags, t, T, epoch):
     store_release(flags, t * FLAG_STRIDE, epoch)
     for u in range(T):
         while load_acquire(flags, u * FLAG_STRIDE) < epoch:
-            pass
+            pause()
     return epoch
