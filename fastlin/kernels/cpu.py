@@ -350,10 +350,11 @@ def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     """Thread t of T: step t -> t+1 going up; returns (loss(t+1), epoch).
 
     The gradient step of layer k is eta_k B^T E A^T = alpha C^T M with rank
-    r = min(n, d_y). d_y <= n: C = B (cached), M = E A^T, alpha = -eta_k; the
-    threads write M's columns for the next layer as they finish their rows of
-    A (M alternates between two buffers). d_y > n: C = eta_k E^T B on the
-    thread's own rows, M = A^T, alpha = -1.
+    r = min(n, d_y). d_y <= n: C = B (cached), M = E A^T, alpha = -eta_k;
+    d_y > n: C = eta_k E^T B on the thread's own rows, M = A^T, alpha = -1.
+    Each thread forms its own M from the whole A (which it needs anyway for
+    its rows' chains): moving M between cores would cost more than the
+    d_y n d_in multiply-adds.
     """
     V, voff, dims, A2, aoff, B2, boff = net
     Y, G, eta = data
@@ -365,8 +366,6 @@ def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     for s in range(n):
         Z2[s][c0:c1] = Z2[n + s][c0:c1]
     first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
-    if dy <= n and L > 1:
-        set_block(Mf[1], ET, Z2[:n], n, 1.0, 0, dy, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
         din, dout = dims[k], dims[k + 1]
@@ -376,9 +375,8 @@ def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
         r0, r1 = span(dout, t, T)
         if dy <= n:
-            up_rows(Vk, A_in, A_out, B_cached, Mf[k % 2], dy, -eta[k], r0, r1)
-            if k + 1 < L:
-                set_block(Mf[(k + 1) % 2], ET, A_out[:n], n, 1.0, 0, dy, r0, r1)
+            set_block(Mf, ET, A_in[:n], n, 1.0, 0, dy, 0, din)
+            up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
         else:
             set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
             up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
@@ -391,11 +389,13 @@ def down_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk
     """Thread t of T: step t+1 -> t+2 going down; returns (loss(t+2), epoch).
 
     Each thread sweeps its rows of a layer into its own partial chains
-    (``parts[t]``; with one thread, straight into B); after a barrier each
-    sums the partials for its share of the columns. The gradient factors are
-    those of ``up_pass`` with the roles swapped: d_y <= n: C = B (old, just
-    summed), M = E A^T (cached A; the threads write its columns for the next
-    layer down while they sum); d_y > n: C = eta E^T B on own rows, M = A^T.
+    (``parts[k % 2, t]``; with one thread, straight into B); after a barrier
+    each sums the partials for the columns that are its rows of the next
+    layer down, so it reads no other thread's B there, and the two sets of
+    partials alternate so that no second barrier is needed before they are
+    written again. The gradient factors are those of ``up_pass`` with the
+    roles swapped: d_y <= n: C = B (old, just summed), M = E A^T (cached A);
+    d_y > n: C = eta E^T B on own rows, M = A^T.
     """
     V, voff, dims, A2, aoff, B2, boff = net
     Y, G, eta = data
@@ -404,31 +404,24 @@ def down_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk
     P = 2 * dy
     if L == 1:  # f = Z: every thread must have read it for the loss before any steps it
         epoch = barrier(flags, t, T, epoch)
-    if dy <= n and L > 1:
-        c0, c1 = span(dims[L - 1], t, T)
-        set_block(Mf[0], ET, level(A2, aoff, dims, L - 1, 2 * n)[n:], n, 1.0, 0, dy, c0, c1)
-        epoch = barrier(flags, t, T, epoch)
     for k in range(L - 1, 0, -1):
         din, dout = dims[k], dims[k + 1]
         Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
         B_in = level(B2, boff, dims, k + 1, P)
         B_out = level(B2, boff, dims, k, P)
+        A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
         r0, r1 = span(dout, t, T)
-        part = B_out if T == 1 else parts[t][:P * din].reshape((P, din))
+        part = B_out if T == 1 else parts[k % 2, t][:P * din].reshape((P, din))
         if dy <= n:
-            down_rows(Vk, B_in, part, blk, B_in[:dy], Mf[0], dy, -eta[k], r0, r1)
+            set_block(Mf, ET, A_cached, n, 1.0, 0, dy, 0, din)
+            down_rows(Vk, B_in, part, blk, B_in[:dy], Mf, dy, -eta[k], r0, r1)
         else:
             set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, r0, r1)
-            down_rows(Vk, B_in, part, blk, Cf, level(A2, aoff, dims, k, 2 * n)[n:], n, -1.0, r0, r1)
+            down_rows(Vk, B_in, part, blk, Cf, A_cached, n, -1.0, r0, r1)
         if T > 1:
             epoch = barrier(flags, t, T, epoch)
             c0, c1 = span(din, t, T)
-            sum_parts(parts, T, B_out, c0, c1)
-        if dy <= n and k > 1:
-            c0, c1 = span(dims[k - 1], t, T)
-            set_block(Mf[0], ET, level(A2, aoff, dims, k - 1, 2 * n)[n:], n, 1.0, 0, dy, c0, c1)
-        if k > 1:
-            epoch = barrier(flags, t, T, epoch)
+            sum_parts(parts[k % 2], T, B_out, c0, c1)
     # The first layer steps Z(t+1) -> Z(t+2) in place on the columns this
     # thread has just summed; f(t+2)^T = Z^T B'_1^T, summed over threads.
     Z_T = level(A2, aoff, dims, 1, 2 * n)[n:]
@@ -454,9 +447,9 @@ def run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, result)
     done, status = loss_out.size, COMPLETED
     for i in range(loss_out.size):
         if phase == 0:
-            loss, epoch = up_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf, S_T, M_T)
+            loss, epoch = up_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T)
         else:
-            loss, epoch = down_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf, S_T, M_T,
+            loss, epoch = down_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T,
                                     parts, blks[t], fparts, f_T[t])
         phase = 1 - phase
         if t == 0:
@@ -509,18 +502,18 @@ class State:
         self.eta = np.asarray(eta, dtype=dtype)
         dmax = int(self.dims.max())
         threads = numba.config.NUMBA_NUM_THREADS
-        # Shared: the two alternating M = E A^T factors (d_y <= n), the first
-        # layer's S^T and M^T. Per thread: E and E^T, the factor C = eta E^T B
-        # (d_y > n), partial chains of a downward layer, the column-block
-        # accumulator, partial and summed outputs f^T.
-        self.Mf = np.zeros((2, dy, dmax), dtype=dtype)
+        # Per thread: the factors M = E A^T (d_y <= n) and C = eta E^T B
+        # (d_y > n), E and E^T, two sets of partial chains of a downward layer,
+        # the column-block accumulator, partial and summed outputs f^T.
+        # Shared: the first layer's S^T and M^T (columns split among threads).
+        self.Mf = np.zeros((threads, dy, dmax), dtype=dtype)
         self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
         self.M_T = np.zeros((n, self.dims[1]), dtype=dtype)
         self.Es = np.zeros((threads, dy, n), dtype=dtype)
         self.ETs = np.zeros((threads, n, dy), dtype=dtype)
         self.E, self.ET = self.Es[0], self.ETs[0]
         self.Cf = np.zeros((threads, n, dmax), dtype=dtype)
-        self.parts = np.zeros((threads, 2 * dy * dmax), dtype=dtype)
+        self.parts = np.zeros((2, threads, 2 * dy * dmax), dtype=dtype)
         self.blks = np.zeros((threads, 2 * dy * COL_BLOCK), dtype=dtype)
         self.fparts = np.zeros((threads, n, dy), dtype=dtype)
         self.f_Ts = np.zeros((threads, n, dy), dtype=dtype)

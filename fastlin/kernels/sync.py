@@ -72,17 +72,24 @@ def compare_swap(typingctx, flags, i, expected, value):
 
 
 # The spin-wait hint: lets a hyper-threaded sibling run (on a VM the two
-# "cores" may be one core's two threads) and saves power while polling.
-_PAUSE = {"x86_64": "pause", "amd64": "pause", "aarch64": "yield", "arm64": "yield"}.get(
-    platform.machine().lower(), "")
+# "cores" may be one core's two threads) and saves power while polling. An
+# LLVM intrinsic, not inline assembly: Numba's code emitter (caching) has no
+# assembly parser.
+_PAUSE = {"x86_64": ("llvm.x86.sse2.pause", ()), "amd64": ("llvm.x86.sse2.pause", ()),
+          "aarch64": ("llvm.aarch64.hint", (1,)), "arm64": ("llvm.aarch64.hint", (1,))}.get(
+    platform.machine().lower())
 
 
 @intrinsic
 def pause(typingctx):
     """One spin-wait hint instruction (nothing on machines without one)."""
     def codegen(context, builder, sig, args):
-        if _PAUSE:
-            builder.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), _PAUSE, "", side_effect=True), [])
+        if _PAUSE is not None:
+            name, imm = _PAUSE
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i32] * len(imm)), name)
+            builder.call(fn, [ir.Constant(i32, v) for v in imm])
         return context.get_dummy_value()
     return types.void(), codegen
 
