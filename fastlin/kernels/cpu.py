@@ -58,7 +58,7 @@ from .sync import FLAG_STRIDE, JOIN_SPINS, barrier, join
 # contiguous range of rows of every layer, barriers between layers (sync.py).
 # Smaller nets run on one thread. Measured with bench/threshold.py (see
 # bench/README.md).
-PARALLEL_MIN_WEIGHTS = 1 << 10
+PARALLEL_MIN_WEIGHTS = 1 << 13
 # A thread's rows of an upward layer are swept in one go below this many
 # weights (they stay in L1/L2), tile by tile above.
 WHOLE_MAX_WEIGHTS = 1 << 13
