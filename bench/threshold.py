@@ -1,24 +1,28 @@
-"""Measure where running on all threads starts to pay: fastlin.kernels.cpu.PARALLEL_MIN_WEIGHTS.
+"""One thread or all threads, by width: THREADS_MIN_WEIGHTS and PARALLEL_MIN_WEIGHTS in fastlin/kernels/cpu.py.
 
 For square hidden layers of width m (dx = m, dy = 10, n = 16, L = 8) time a GD
 step on one thread and on all threads (one parallel region per chunk of
-steps, barriers between layers), and print the ratio. The threshold in cpu.py
-is set near the smallest m*m at which all threads win.
+steps, barriers between layers; both over the same row ranges), and print the
+ratio. On a machine whose cores talk fast all threads win from small m; on
+one whose cores talk slowly only from large m: run it a few times (the
+kernel itself chooses per net shape by timing its chunks).
 
     python bench/threshold.py
 """
 
 import time
 
+import numba
 import numpy as np
 
 import fastlin
 from fastlin.kernels import cpu
 from fastlin.model import layer_rates, to_normalized
 
-def step_seconds(V, X, Y, eta, parallel, steps=20, repeats=7):
-    state = cpu.init_state([v.copy() for v in V], X, Y, eta)
-    state.parallel = parallel
+
+def step_seconds(V, X, Y, eta, mode, steps=20, repeats=7):
+    state = cpu.State([v.copy() for v in V], X, Y, eta, ranges=numba.get_num_threads())
+    state.mode = mode
     loss = np.empty(steps)
     cpu.run_steps(state, loss[:2], -np.inf)  # compile / warm up
     best = np.inf
@@ -37,8 +41,8 @@ def main():
         dims = fastlin.network_dims(L, m, m, 10)
         V = to_normalized(fastlin.init_weights(dims, "orthogonal", rng=1), dims, np.float64)
         eta = layer_rates(0.1 * fastlin.theorem_lr(X, L, 10), dims)
-        ser = step_seconds(V, X, Y, eta, False) / L
-        par = step_seconds(V, X, Y, eta, True) / L
+        ser = step_seconds(V, X, Y, eta, "one") / L
+        par = step_seconds(V, X, Y, eta, "all") / L
         print(f"{m:>5} {m * m:>14} {1e6 * ser:>16.2f} {1e6 * par:>18.2f} {ser / par:>9.2f}")
 
 

@@ -52,9 +52,11 @@ def problems(draw):
 
 
 def run_kernel(kernel, V, X, Y, eta, steps, force_parallel=False):
-    state = kernel.init_state([v.copy() for v in V], X, Y, eta)
-    if force_parallel:
-        state.parallel = True
+    if force_parallel:  # two row ranges per layer, both threads on every chunk
+        state = kernel.State([v.copy() for v in V], X, Y, eta, ranges=2)
+        state.mode = "all"
+    else:
+        state = kernel.init_state([v.copy() for v in V], X, Y, eta)
     loss = np.full(steps + 1, np.nan)
     loss[0] = state.loss0
     done, status = kernel.run_steps(state, loss[1:], -np.inf)
@@ -174,6 +176,60 @@ def test_cpu_chains_at_recorded_steps(t):
     for xa, xb in zip(a.chains[t].A + a.chains[t].B + [a.chains[t].E],
                       b.chains[t].A + b.chains[t].B + [b.chains[t].E]):
         np.testing.assert_allclose(xa, xb, rtol=1e-10, atol=1e-12 * np.max(np.abs(xb)))
+
+
+@pytest.mark.parametrize("dims, n", [
+    ([40, 33, 33, 33, 12], 16),   # d_y < n, ranges of 16 and 17 rows
+    ([37, 9, 9, 21], 5),          # d_y > n: the rank-n factors per range
+    ([20, 16], 6),                # L = 1: the first layer only
+    ([1024, 64, 64, 10], 16),     # the paper's data shape
+])
+def test_one_thread_and_all_threads_give_identical_results(dims, n):
+    """Both choices sweep the same row ranges in the same order: bit-for-bit the same run.
+
+    Also with the choice switching between chunks, as the timed choice does.
+    """
+    rng = np.random.default_rng(7)
+    Ws, X, Y = random_problem(rng, dims, n, "orthogonal", dtype=np.float64)
+    V = to_normalized(Ws, dims, np.float64)
+    eta = layer_rates(0.5 * fastlin.theorem_lr(X, len(dims) - 1, dims[-1]), dims)
+    runs = {}
+    for modes in [("one",), ("all",), ("one", "all", "all", "one", "all")]:
+        state = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
+        loss = np.empty(40)
+        for i, (a, b) in enumerate([(0, 7), (7, 8), (8, 21), (21, 30), (30, 40)]):
+            state.mode = modes[i % len(modes)]
+            cpu.run_steps(state, loss[a:b], -np.inf)
+        runs[modes] = (loss, cpu.weights(state))
+    (loss1, W1), *others = runs.values()
+    assert np.all(np.isfinite(loss1))
+    for loss, W in others:
+        assert np.array_equal(loss, loss1)
+        assert all(np.array_equal(a, b) for a, b in zip(W, W1))
+
+
+def test_threads_each_on_all_threads_train_concurrently():
+    """Two trainings in two Python threads, each on all kernel threads (more threads than cores)."""
+    nets = [paper_net(L=4, m=48, init=init, seed=s) for init, s in [("gaussian", 1), ("orthogonal", 2)]]
+    dims = [[X.shape[0]] + [W.shape[0] for W in Ws] for Ws, X, Y, lr in nets]
+
+    def run(i):
+        Ws, X, Y, lr = nets[i]
+        state = cpu.State(to_normalized(Ws, dims[i], np.float64), X, Y, layer_rates(lr, dims[i]), ranges=2)
+        state.mode = "all"
+        loss = np.empty(100)
+        cpu.run_steps(state, loss, -np.inf)
+        return loss
+
+    sequential = [run(0), run(1)]
+    results = [None, None]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(i))) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for got, want in zip(results, sequential):
+        assert np.array_equal(got, want)
 
 
 def test_threads_train_concurrently_with_same_results():

@@ -65,18 +65,18 @@ def test_threads_that_did_not_all_run_fall_back_to_one_thread(monkeypatch):
          rng.standard_normal((3, 16)) / 4]
     eta = np.full(3, 0.01)
     want = np.empty(9)
-    serial = cpu.init_state([v.copy() for v in V], X, Y, eta)
-    serial.parallel = False
+    serial = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
+    serial.mode = "one"
     cpu.run_steps(serial, want, -np.inf)
 
-    def no_threads(flags, net, data, bufs, phase, loss_out, loss_stop, results, T):
+    def no_threads(flags, net, data, bufs, phase, loss_out, loss_stop, results, R):
         results[:, 0] = -1
 
     monkeypatch.setattr(cpu, "run_chunk_parallel", no_threads)
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
-    state = cpu.init_state([v.copy() for v in V], X, Y, eta)
-    state.parallel = True
+    state = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
+    state.mode = "all"
     got = np.empty(9)
     assert cpu.run_steps(state, got, -np.inf) == (9, 0)
-    assert not state.parallel
+    assert state.mode == "one"
     assert np.array_equal(got, want)

@@ -43,6 +43,7 @@ A'), ``B2`` level j is (2 d_y, d_j) (rows 0..dy-1 old B, dy..2dy-1 new B').
 from __future__ import annotations
 
 import math
+import time
 
 import numba
 import numpy as np
@@ -51,13 +52,18 @@ from numba import prange
 from . import COMPLETED, CONVERGED, DIVERGED
 from .options import parallel, serial
 from .reference import half_squared_norm, prefix_chain, suffix_chain
-from .sync import FLAG_STRIDE, JOIN_SPINS, barrier, join
+from .sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
+from .threads import chooser
 
-# A net whose widest swept layer has at least this many weights runs on all
-# threads: one parallel region per chunk of steps, each thread sweeping a
-# contiguous range of rows of every layer, barriers between layers (sync.py).
-# Smaller nets run on one thread. Measured with bench/threshold.py (see
-# bench/README.md).
+# A net whose widest swept layer (2..L) has at least THREADS_MIN_WEIGHTS
+# weights is split into one row range per thread, and each chunk of steps
+# runs either on all threads (one parallel region per chunk, each thread
+# sweeping its range of every layer, barriers between layers: sync.py) or on
+# one thread sweeping all ranges, whichever measures faster for that net
+# shape (threads.py); the results are the same. Until both are measured,
+# all threads go first from PARALLEL_MIN_WEIGHTS. Measured with
+# bench/threshold.py (see bench/README.md).
+THREADS_MIN_WEIGHTS = 1 << 12
 PARALLEL_MIN_WEIGHTS = 1 << 13
 # A thread's rows of an upward layer are swept in one go below this many
 # weights (they stay in L1/L2), tile by tile above.
@@ -346,8 +352,12 @@ def first_layer(Z_T, B1, E, eta0, G, S_T, M_T, c0, c1):
 
 
 @serial
-def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
+def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     """Thread t of T: step t -> t+1 going up; returns (loss(t+1), epoch).
+
+    Every layer is split into R row ranges (``span``); thread t sweeps ranges
+    t, t + T, ... (T = R or 1), so the arithmetic, and the result, is the
+    same whether one thread or R run the pass.
 
     The gradient step of layer k is eta_k B^T E A^T = alpha C^T M with rank
     r = min(n, d_y). d_y <= n: C = B (cached), M = E A^T, alpha = -eta_k;
@@ -362,10 +372,11 @@ def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     L = dims.size - 1
     # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
     Z2 = level(A2, aoff, dims, 1, 2 * n)
-    c0, c1 = span(dims[1], t, T)
-    for s in range(n):
-        Z2[s][c0:c1] = Z2[n + s][c0:c1]
-    first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
+    for u in range(t, R, T):
+        c0, c1 = span(dims[1], u, R)
+        for s in range(n):
+            Z2[s][c0:c1] = Z2[n + s][c0:c1]
+        first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
         din, dout = dims[k], dims[k + 1]
@@ -373,27 +384,29 @@ def up_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
         A_in = level(A2, aoff, dims, k, 2 * n)
         A_out = level(A2, aoff, dims, k + 1, 2 * n)
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
-        r0, r1 = span(dout, t, T)
         if dy <= n:
             set_block(Mf, ET, A_in[:n], n, 1.0, 0, dy, 0, din)
-            up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
-        else:
-            set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
-            up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
+        for u in range(t, R, T):
+            r0, r1 = span(dout, u, R)
+            if dy <= n:
+                up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
+            else:
+                set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
+                up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
         epoch = barrier(flags, t, T, epoch)
     return residual_loss(E, ET, level(A2, aoff, dims, L, 2 * n)[n:], Y), epoch
 
 
 @serial
-def down_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk, fparts, f_T):
+def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk, fparts, f_T):
     """Thread t of T: step t+1 -> t+2 going down; returns (loss(t+2), epoch).
 
-    Each thread sweeps its rows of a layer into its own partial chains
-    (``parts[k % 2, t]``; with one thread, straight into B); after a barrier
-    each sums the partials for the columns that are its rows of the next
-    layer down, so it reads no other thread's B there, and the two sets of
-    partials alternate so that no second barrier is needed before they are
-    written again. The gradient factors are those of ``up_pass`` with the
+    Each of the R row ranges of a layer is swept into its own partial chains
+    (``parts[k % 2, u]``; with R = 1 straight into B), by thread u (T = R) or
+    by the one thread (T = 1); after a barrier each thread sums the partials
+    for the columns that are its rows of the next layer down, so it reads no
+    other thread's B there, and the two sets of partials alternate so that
+    no second barrier is needed before they are written again. The gradient factors are those of ``up_pass`` with the
     roles swapped: d_y <= n: C = B (old, just summed), M = E A^T (cached A);
     d_y > n: C = eta E^T B on own rows, M = A^T.
     """
@@ -410,35 +423,38 @@ def down_pass(t, T, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk
         B_in = level(B2, boff, dims, k + 1, P)
         B_out = level(B2, boff, dims, k, P)
         A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
-        r0, r1 = span(dout, t, T)
-        part = B_out if T == 1 else parts[k % 2, t][:P * din].reshape((P, din))
         if dy <= n:
             set_block(Mf, ET, A_cached, n, 1.0, 0, dy, 0, din)
-            down_rows(Vk, B_in, part, blk, B_in[:dy], Mf, dy, -eta[k], r0, r1)
-        else:
-            set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, r0, r1)
-            down_rows(Vk, B_in, part, blk, Cf, A_cached, n, -1.0, r0, r1)
-        if T > 1:
+        for u in range(t, R, T):
+            r0, r1 = span(dout, u, R)
+            part = B_out if R == 1 else parts[k % 2, u][:P * din].reshape((P, din))
+            if dy <= n:
+                down_rows(Vk, B_in, part, blk, B_in[:dy], Mf, dy, -eta[k], r0, r1)
+            else:
+                set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, r0, r1)
+                down_rows(Vk, B_in, part, blk, Cf, A_cached, n, -1.0, r0, r1)
+        if R > 1:
             epoch = barrier(flags, t, T, epoch)
             c0, c1 = span(din, t, T)
-            sum_parts(parts[k % 2], T, B_out, c0, c1)
+            sum_parts(parts[k % 2], R, B_out, c0, c1)
     # The first layer steps Z(t+1) -> Z(t+2) in place on the columns this
-    # thread has just summed; f(t+2)^T = Z^T B'_1^T, summed over threads.
+    # thread has just summed; f(t+2)^T = Z^T B'_1^T, summed over ranges.
     Z_T = level(A2, aoff, dims, 1, 2 * n)[n:]
     B1 = level(B2, boff, dims, 1, P)
-    c0, c1 = span(dims[1], t, T)
-    first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T, c0, c1)
-    small_product_t(Z_T, B1[dy:], fparts[t], n, dy, c0, c1)
+    for u in range(t, R, T):
+        c0, c1 = span(dims[1], u, R)
+        first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T, c0, c1)
+        small_product_t(Z_T, B1[dy:], fparts[u], n, dy, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     f_T[:] = fparts[0]
-    for u in range(1, T):
+    for u in range(1, R):
         f_T += fparts[u]
     return residual_loss(E, ET, f_T, Y), epoch
 
 
 @serial
-def run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, result):
-    """Thread t of T: up to len(loss_out) steps, alternating passes; result = (done, status, phase).
+def run_thread(t, T, R, flags, net, data, bufs, phase, loss_out, loss_stop, result):
+    """Thread t of T (R or 1): up to len(loss_out) steps over R row ranges; result = (done, status, phase).
 
     Every thread computes the same loss from the same f, so all stop together.
     """
@@ -447,9 +463,9 @@ def run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, result)
     done, status = loss_out.size, COMPLETED
     for i in range(loss_out.size):
         if phase == 0:
-            loss, epoch = up_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T)
+            loss, epoch = up_pass(t, T, R, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T)
         else:
-            loss, epoch = down_pass(t, T, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T,
+            loss, epoch = down_pass(t, T, R, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T,
                                     parts, blks[t], fparts, f_T[t])
         phase = 1 - phase
         if t == 0:
@@ -464,17 +480,20 @@ def run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, result)
 
 
 @serial
-def run_chunk(flags, net, data, bufs, phase, loss_out, loss_stop, results):
-    """One thread: run_thread with T = 1 (no barriers)."""
-    run_thread(0, 1, flags, net, data, bufs, phase, loss_out, loss_stop, results[0])
+def run_chunk(flags, net, data, bufs, phase, loss_out, loss_stop, results, R):
+    """One thread sweeps all R row ranges (no barriers)."""
+    run_thread(0, 1, R, flags, net, data, bufs, phase, loss_out, loss_stop, results[0])
 
 
 @parallel
-def run_chunk_parallel(flags, net, data, bufs, phase, loss_out, loss_stop, results, T):
-    """T threads in one parallel region for the whole chunk; results[0, 0] = -1 if they did not all run."""
-    for t in prange(T):
-        if join(flags, t, T, JOIN_SPINS):
-            run_thread(t, T, flags, net, data, bufs, phase, loss_out, loss_stop, results[t])
+def run_chunk_parallel(flags, net, data, bufs, phase, loss_out, loss_stop, results, R):
+    """R threads, one per row range, in one parallel region for the whole chunk.
+
+    results[0, 0] = -1 if they did not all run at once (nothing done then).
+    """
+    for t in prange(R):
+        if join(flags, t, R, JOIN_POLLS):
+            run_thread(t, R, R, flags, net, data, bufs, phase, loss_out, loss_stop, results[t])
         else:
             results[t, 0] = -1
 
@@ -487,7 +506,7 @@ class State:
     ``weights`` returns V_1 - S X^T.
     """
 
-    def __init__(self, V, X, Y, eta):
+    def __init__(self, V, X, Y, eta, ranges=None):
         dtype = V[0].dtype
         self.dims = np.array([X.shape[0]] + [Vi.shape[0] for Vi in V], dtype=np.int64)
         n, dy = X.shape[1], Y.shape[0]
@@ -520,9 +539,16 @@ class State:
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
         self.flags = np.zeros((threads + 2) * FLAG_STRIDE, dtype=np.int64)
         self.results = np.zeros((threads, 3), dtype=np.int64)
-        # All threads sweep every layer when the widest swept layer (2..L)
-        # has at least PARALLEL_MIN_WEIGHTS weights.
-        self.parallel = bool(len(V) > 1 and sizes[1:].max() >= PARALLEL_MIN_WEIGHTS)
+        # Row ranges per layer: one per thread when the widest swept layer
+        # (2..L) has at least THREADS_MIN_WEIGHTS weights, else one. ``mode``:
+        # "auto" (timed choice, threads.py), "one" or "all" (forced).
+        widest = int(sizes[1:].max()) if len(V) > 1 else 0
+        if ranges is None:
+            ranges = numba.get_num_threads() if widest >= THREADS_MIN_WEIGHTS else 1
+        self.ranges = max(1, min(int(ranges), threads))
+        self.mode = "auto"
+        self.chooser = chooser((tuple(self.dims), n, dtype.str), self.ranges,
+                               self.ranges if widest >= PARALLEL_MIN_WEIGHTS else 1)
         # Level 0 (X) is read by chains() only; the top of every downward
         # pass is the identity in both halves.
         self.level(self.A2, self.aoff, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
@@ -555,24 +581,37 @@ def init_state(V, X, Y, eta) -> State:
     return State(V, X, Y, eta)
 
 
+def chunk_threads(state: State) -> int:
+    """Threads for the next chunk: 1 or state.ranges (never more than Numba may use now)."""
+    R = state.ranges
+    if R == 1 or state.mode == "one" or numba.get_num_threads() < R:
+        return 1
+    return R if state.mode == "all" else state.chooser.next()
+
+
 def run_steps(state: State, loss_out, loss_stop: float):
-    """Run a chunk of steps on numba.get_num_threads() threads if ``state.parallel``, else on one."""
+    """Run a chunk of steps on one thread or on ``state.ranges`` threads (``chunk_threads``)."""
     net = (state.V, state.voff, state.dims, state.A2, state.aoff, state.B2, state.boff)
     data = (state.Y, state.G, state.eta)
     bufs = (state.Es, state.ETs, state.Cf, state.Mf, state.S_T, state.M_T, state.parts, state.blks,
             state.fparts, state.f_Ts)
-    T = numba.get_num_threads() if state.parallel else 1
-    state.Es[1:T] = state.E
-    state.ETs[1:T] = state.ET
+    R = state.ranges
+    T = chunk_threads(state)
+    state.Es[1:R] = state.E
+    state.ETs[1:R] = state.ET
+    start = time.perf_counter()
     if T > 1:
         state.flags[:] = 0
         run_chunk_parallel(state.flags, net, data, bufs, state.phase, loss_out, loss_stop,
-                           state.results, T)
+                           state.results, R)
         if state.results[0, 0] < 0:
-            state.parallel = False  # the threads did not all run at once: one thread from now on
-    if T == 1 or not state.parallel:
-        run_chunk(state.flags, net, data, bufs, state.phase, loss_out, loss_stop, state.results)
+            state.mode = "one"  # the threads did not all run at once: one thread from now on
+            T = 1
+    if T == 1:
+        run_chunk(state.flags, net, data, bufs, state.phase, loss_out, loss_stop, state.results, R)
     done, status, state.phase = (int(x) for x in state.results[0])
+    if R > 1 and done > 0:
+        state.chooser.record(T, (time.perf_counter() - start) / done)
     return done, status
 
 

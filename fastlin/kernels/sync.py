@@ -12,6 +12,7 @@ atomic instructions. ``flags`` is an int64 array of at least
 lies on its own cache line.
 """
 
+import os
 import platform
 
 from llvmlite import ir
@@ -21,9 +22,15 @@ from numba.extending import intrinsic
 from .options import serial
 
 FLAG_STRIDE = 8  # int64 words per cache line
+# A waiting thread polls this many times (a few microseconds, far longer than
+# a barrier takes when all threads are running) and then yields its core to
+# the OS at every further poll: with more busy threads than cores (several
+# trainings in parallel Python threads), the thread it waits for may need it.
+SPINS_BEFORE_YIELD = 1 << 10
 # The start handshake gives up after this many polls (tens of milliseconds):
 # then the threads were not all running at once and the caller goes serial.
-JOIN_SPINS = 1 << 24
+JOIN_POLLS = 1 << 15
+NEVER = 1 << 62
 
 
 def _pointer(context, builder, sig, args):
@@ -94,14 +101,42 @@ def pause(typingctx):
     return types.void(), codegen
 
 
+if os.name == "posix":
+    _sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+    @serial
+    def yield_core():
+        """Let the OS run another thread on this core (sched_yield)."""
+        _sched_yield()
+else:
+    @serial
+    def yield_core():
+        pause()
+
+
 @serial
-def join(flags, t, T, spins):
+def wait_for(flags, i, value, polls):
+    """Poll until flags[i] >= value or ``polls`` polls are spent; returns whether it got there."""
+    k = 0
+    while load_acquire(flags, i) < value:
+        if k >= polls:
+            return False
+        if k < SPINS_BEFORE_YIELD:
+            pause()
+        else:
+            yield_core()
+        k += 1
+    return True
+
+
+@serial
+def join(flags, t, T, polls):
     """True for every thread if all T threads reached here while the others were running, else False for all.
 
     A threading layer may run the T iterations of a ``prange`` one after
     another (TBB can, and nested regions get one thread), and a barrier would
     then wait forever. So each thread counts itself in and waits at most
-    ``spins`` polls for the others; the first thread to decide (all in, or
+    ``polls`` polls for the others; the first thread to decide (all in, or
     gave up) sets the verdict once, by compare-and-swap, and all follow it.
     A thread that arrives after the verdict went against it does no work.
     """
@@ -109,11 +144,7 @@ def join(flags, t, T, spins):
         return True
     count, verdict = T * FLAG_STRIDE, (T + 1) * FLAG_STRIDE
     fetch_add(flags, count, 1)
-    polls = 0
-    while load_acquire(flags, count) < T and polls < spins:
-        pause()
-        polls += 1
-    if load_acquire(flags, count) >= T:
+    if wait_for(flags, count, T, polls):
         compare_swap(flags, verdict, 0, 1)
     else:
         compare_swap(flags, verdict, 0, 2)
@@ -133,6 +164,5 @@ def barrier(flags, t, T, epoch):
         return epoch
     store_release(flags, t * FLAG_STRIDE, epoch)
     for u in range(T):
-        while load_acquire(flags, u * FLAG_STRIDE) < epoch:
-            pause()
+        wait_for(flags, u * FLAG_STRIDE, epoch, NEVER)
     return epoch
