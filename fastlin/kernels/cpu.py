@@ -251,7 +251,7 @@ def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
 
 
 @serial
-def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1):
+def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1, add):
     """Rows [r0, r1) of one downward layer: their terms of both chains and their update.
 
     part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c], through the old rows
@@ -259,7 +259,8 @@ def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1):
     ``up_rows``), through the new rows for the new chain. Column blocks of
     COL_BLOCK accumulate in the flat buffer blk: rows of part lie d_in apart,
     and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in the same L1
-    cache sets.
+    cache sets. With ``add`` the terms are added to part (part + terms, the
+    order ``sum_parts`` adds partial chains in), else they overwrite it.
     """
     P = B_in.shape[0]
     dy = P // 2
@@ -274,7 +275,10 @@ def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1):
             add_product(Vk, C, M, K, alpha, r, re, c0, c1)
             chain_cols(Vk, B_in[dy:], acc[dy:], r, re, c0)
         for p in range(P):
-            part[p][c0:c1] = acc[p]
+            if add:
+                part[p][c0:c1] += acc[p]
+            else:
+                part[p][c0:c1] = acc[p]
 
 
 @serial
@@ -401,12 +405,12 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
 def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk, fparts, f_T):
     """Thread t of T: step t+1 -> t+2 going down; returns (loss(t+2), epoch).
 
-    Each of the R row ranges of a layer is swept into its own partial chains
-    (``parts[k % 2, u]``; with R = 1 straight into B), by thread u (T = R) or
-    by the one thread (T = 1); after a barrier each thread sums the partials
-    for the columns that are its rows of the next layer down, so it reads no
-    other thread's B there, and the two sets of partials alternate so that
-    no second barrier is needed before they are written again. The gradient factors are those of ``up_pass`` with the
+    With T = R threads, thread u sweeps row range u of a layer into its own
+    partial chains (``parts[k % 2, u]``); after a barrier each thread sums the
+    partials for the columns that are its rows of the next layer down, so it
+    reads no other thread's B there, and the two sets of partials alternate
+    so that no second barrier is needed before they are written again. One
+    thread (T = 1) adds range after range straight into B, in the same order. The gradient factors are those of ``up_pass`` with the
     roles swapped: d_y <= n: C = B (old, just summed), M = E A^T (cached A);
     d_y > n: C = eta E^T B on own rows, M = A^T.
     """
@@ -427,13 +431,15 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
             set_block(Mf, ET, A_cached, n, 1.0, 0, dy, 0, din)
         for u in range(t, R, T):
             r0, r1 = span(dout, u, R)
-            part = B_out if R == 1 else parts[k % 2, u][:P * din].reshape((P, din))
+            # One thread adds range after range straight into B, as sum_parts would.
+            part = B_out if T == 1 else parts[k % 2, u][:P * din].reshape((P, din))
+            add = T == 1 and u > 0
             if dy <= n:
-                down_rows(Vk, B_in, part, blk, B_in[:dy], Mf, dy, -eta[k], r0, r1)
+                down_rows(Vk, B_in, part, blk, B_in[:dy], Mf, dy, -eta[k], r0, r1, add)
             else:
                 set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, r0, r1)
-                down_rows(Vk, B_in, part, blk, Cf, A_cached, n, -1.0, r0, r1)
-        if R > 1:
+                down_rows(Vk, B_in, part, blk, Cf, A_cached, n, -1.0, r0, r1, add)
+        if T > 1:
             epoch = barrier(flags, t, T, epoch)
             c0, c1 = span(din, t, T)
             sum_parts(parts[k % 2], R, B_out, c0, c1)
