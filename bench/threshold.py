@@ -1,4 +1,4 @@
-"""One thread or all threads, by width: THREADS_MIN_WEIGHTS and PARALLEL_MIN_WEIGHTS in fastlin/kernels/cpu.py.
+"""One thread or all threads, by width: THREADS_MIN_WEIGHTS in fastlin/kernels/cpu.py.
 
 For square hidden layers of width m (dx = m, dy = 10, n = 16, L = 8) time a GD
 step on one thread and on all threads (one parallel region per chunk of

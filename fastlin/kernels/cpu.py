@@ -60,11 +60,11 @@ from .threads import chooser
 # runs either on all threads (one parallel region per chunk, each thread
 # sweeping its range of every layer, barriers between layers: sync.py) or on
 # one thread sweeping all ranges, whichever measures faster for that net
-# shape (threads.py); the results are the same. Until both are measured,
-# all threads go first from PARALLEL_MIN_WEIGHTS. Measured with
+# shape (threads.py; all threads until both are measured); the results are
+# the same. Below it, splitting costs one thread more (14% at m = 32) than
+# all threads gain on this VM when its cores are far apart. Measured with
 # bench/threshold.py (see bench/README.md).
 THREADS_MIN_WEIGHTS = 1 << 12
-PARALLEL_MIN_WEIGHTS = 1 << 13
 # A thread's rows of an upward layer are swept in one go below this many
 # weights (they stay in L1/L2), tile by tile above.
 WHOLE_MAX_WEIGHTS = 1 << 13
@@ -553,8 +553,8 @@ class State:
             ranges = numba.get_num_threads() if widest >= THREADS_MIN_WEIGHTS else 1
         self.ranges = max(1, min(int(ranges), threads))
         self.mode = "auto"
-        self.chooser = chooser((tuple(self.dims), n, dtype.str), self.ranges,
-                               self.ranges if widest >= PARALLEL_MIN_WEIGHTS else 1)
+        self.chooser = chooser((tuple(self.dims), n, dtype.str), self.ranges)
+        self.chunks_run = 0
         # Level 0 (X) is read by chains() only; the top of every downward
         # pass is the identity in both halves.
         self.level(self.A2, self.aoff, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
@@ -616,8 +616,11 @@ def run_steps(state: State, loss_out, loss_stop: float):
     if T == 1:
         run_chunk(state.flags, net, data, bufs, state.phase, loss_out, loss_stop, state.results, R)
     done, status, state.phase = (int(x) for x in state.results[0])
-    if R > 1 and done > 0:
+    # A state's first chunk is not timed: the first steps on fresh memory
+    # run up to 3x slower on this VM, more so on two threads.
+    if R > 1 and done > 0 and state.chunks_run > 0:
         state.chooser.record(T, (time.perf_counter() - start) / done)
+    state.chunks_run += 1
     return done, status
 
 

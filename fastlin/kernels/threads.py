@@ -8,8 +8,8 @@ more), and the host switches between the two within minutes. At L = 8,
 m = 32 all threads were 1.26x faster than one in the first state and 2x
 slower in the second (bench/README.md). So the CPU kernel times its chunks
 and keeps, per net shape, the seconds per step of each choice; a chunk runs
-the faster one, and now and then (EXPLORE_EVERY) the other, to notice when
-the machine changes. The results do not depend on the choice:
+the faster one (all threads until both are timed), and now and then
+(EXPLORE_EVERY) the other, to notice when the machine changes. The results do not depend on the choice:
 a net is split into the same row ranges either way (cpu.py, ``up_pass``).
 """
 
@@ -29,9 +29,8 @@ NEWEST_WEIGHT = 0.5
 class Chooser:
     """Seconds per step of one thread (choice 1) and of R threads (choice R) for one net shape."""
 
-    def __init__(self, ranges: int, first: int):
+    def __init__(self, ranges: int):
         self.ranges = ranges
-        self.first = first
         self.rate: dict[int, float] = {}
         self.chunks = 0
         self.lock = threading.Lock()
@@ -40,11 +39,10 @@ class Chooser:
         """The number of threads for the next chunk: 1 or ``ranges``."""
         with self.lock:
             self.chunks += 1
-            if self.first not in self.rate:
-                return self.first
-            other = 1 if self.first == self.ranges else self.ranges
-            if other not in self.rate:
-                return other
+            if self.ranges not in self.rate:
+                return self.ranges
+            if 1 not in self.rate:
+                return 1
             best = min(self.rate, key=self.rate.get)
             worse = 1 if best == self.ranges else self.ranges
             every = EXPLORE_EVERY * (4 if self.rate[worse] > FAR * self.rate[best] else 1)
@@ -61,10 +59,10 @@ _choosers: dict = {}
 _choosers_lock = threading.Lock()
 
 
-def chooser(shape_key, ranges: int, first: int) -> Chooser:
+def chooser(shape_key, ranges: int) -> Chooser:
     """The Chooser of one net shape (shared by all states of that shape in this process)."""
     with _choosers_lock:
         key = (shape_key, ranges)
         if key not in _choosers:
-            _choosers[key] = Chooser(ranges, first)
+            _choosers[key] = Chooser(ranges)
         return _choosers[key]
