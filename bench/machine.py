@@ -90,6 +90,45 @@ def limits() -> dict:
     return measured
 
 
+# Cores that idled (while a fresh state was built, in Python) run the next
+# few tens of milliseconds of work up to 2x slower on this VM: fastlin-cpu at
+# L64 m256 ran 10.6-18.9 ms/step right after building a state and 5.6-6.1
+# ms/step after 50 ms of busy cores (the host gives an idle vCPU back slowly).
+# Every timed round is therefore preceded by this much spinning on all cores.
+SETTLE_SECONDS = 0.05
+
+
+@lru_cache(maxsize=None)
+def _spin_kernel():
+    import numba
+    from numba import prange
+
+    @numba.njit(parallel=True, cache=False)
+    def spin(n, out):
+        for t in prange(out.size):
+            x = 0.0
+            for _ in range(n):
+                x = x * 0.999999 + 1.0
+            out[t] = x
+
+    out = np.zeros(numba.get_num_threads())
+    spin(1000, out)
+    n = 1_000_000
+    while True:  # iterations per second of one spinning core
+        start = time.perf_counter()
+        spin(n, out)
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.02:
+            return spin, out, n / elapsed
+        n *= 4
+
+
+def settle_cores(seconds: float = SETTLE_SECONDS) -> None:
+    """Keep every core busy for about ``seconds`` (no memory traffic), so the next timing starts warm."""
+    spin, out, rate = _spin_kernel()
+    spin(int(seconds * rate), out)
+
+
 class OtherLoad:
     """CPU time used by *other* processes while a block runs, in cores (Linux /proc).
 

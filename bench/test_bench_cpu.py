@@ -137,7 +137,7 @@ def test_gd_step(benchmark, request, size, backend, dtype):
     runner.run(k)
     warm_s = time.perf_counter() - start
     budget = request.config.getoption("--fastlin-seconds")
-    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget // max(warm_s, 1e-9))))
+    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget // (warm_s + machine.SETTLE_SECONDS))))
 
     benchmark.group = f"L{L} m{m} {dtype}, time per round of {k} steps"
     floor = report.step_floor([X.shape[0]] + [Vi.shape[0] for Vi in V], X.shape[1], Y.shape[0],
@@ -146,12 +146,13 @@ def test_gd_step(benchmark, request, size, backend, dtype):
             "first_call_s": first_call_s, **floor}
     benchmark.extra_info.update(info)
     def setup():
-        # Fresh state, then k untimed steps on it: on this VM the first few
-        # dozen steps on newly allocated arrays run up to 2x slower (measured
-        # for fastlin-cpu at L32 m32: 0.57 ms/step for steps 1-64 of a fresh
-        # state, 0.29 ms/step afterwards), a start-up cost, not the steady state.
+        # Fresh state, k untimed steps on it, then all cores busy for a moment:
+        # on this VM cores that idled while the state was built run the next
+        # tens of milliseconds up to 2x slower (machine.SETTLE_SECONDS), a
+        # start-up cost, not the steady state.
         runner.reset()
         runner.run(k)
+        machine.settle_cores()
 
     with machine.OtherLoad() as others:
         benchmark.pedantic(runner.run, args=(k,), setup=setup, rounds=rounds, warmup_rounds=0)
