@@ -17,13 +17,16 @@ chain through the new rows (going down, the chains accumulate over the row
 tiles of a column block). So each weight is read from memory once and
 written once per step.
 
-Threads: a chunk of steps runs in ONE parallel region (``run_chunk_parallel``),
-each thread sweeping a contiguous range of rows of every layer in both
-passes and waiting for the others at a barrier between layers (sync.py,
-about 0.2 us, where opening a region per layer cost a few us). Going down,
-each thread sums its rows' terms of the chains into its own buffer and,
-after a barrier, each adds up the buffers for its share of the columns.
-Small nets run the same code on one thread (``run_chunk``, no barriers).
+Threads: a net wide enough (THREADS_MIN_WEIGHTS) is split into one row range
+per thread in every layer. A chunk of steps then runs either in ONE parallel
+region (``run_chunk_parallel``), each thread sweeping its range of every
+layer in both passes and waiting for the others at a barrier between layers
+(sync.py, 0.04-0.35 us, where opening a region per layer costs ~2 us), or on
+one thread sweeping all ranges (``run_chunk``); threads.py picks by timing.
+Going down, each thread sums its range's terms of the chains into its own
+buffer and, after the barrier, adds up the buffers for its share of the
+columns; one thread adds range after range into B in the same order, so
+both choices give the same bits. Narrower nets: one range, one thread.
 
 The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
 (d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of

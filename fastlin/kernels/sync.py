@@ -3,13 +3,13 @@
 The CPU kernel runs a whole chunk of GD steps in ONE parallel region (one
 iteration of ``prange(T)`` per thread) and lets the threads wait for each
 other between layers here, instead of opening a parallel region per layer
-(a few microseconds each, L of them per step). A barrier costs about
-0.2 microseconds on two cores.
+(a few microseconds each, L of them per step). A barrier costs 0.04-0.35
+microseconds on the 2-core VM, depending on how far apart its vCPUs are.
 
 Numba has no atomics for CPU code, so the four used here are emitted as LLVM
-atomic instructions. ``flags`` is an int64 array of at least
-``(T + 2) * FLAG_STRIDE`` zeros before the region opens; each thread's word
-lies on its own cache line.
+atomic instructions (and the spin-wait hint as an LLVM intrinsic). ``flags``
+is an int64 array of at least ``(T + 2) * FLAG_STRIDE`` zeros before the
+region opens; each thread's word lies on its own cache line.
 """
 
 import os
