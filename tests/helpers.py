@@ -55,3 +55,16 @@ def random_problem(rng, dims, n, init="gaussian", dtype=np.float64):
     X = rng.standard_normal((dims[0], n)).astype(dtype)
     Y = rng.standard_normal((dims[-1], n)).astype(dtype)
     return Ws, X, Y
+
+
+def run_in_threads(fn, count):
+    """[fn(0), ..., fn(count - 1)], each called in its own Python thread, all at once."""
+    import threading
+
+    out = [None] * count
+    workers = [threading.Thread(target=lambda i=i: out.__setitem__(i, fn(i))) for i in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return out

@@ -1,7 +1,5 @@
 """The Numba one-pass kernel (backend="cpu") against the NumPy reference (issue: CPU kernel)."""
 
-import threading
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +8,7 @@ from hypothesis import strategies as st
 import fastlin
 from fastlin.kernels import cpu, reference
 from fastlin.model import layer_rates, to_normalized
-from helpers import random_problem
+from helpers import random_problem, run_in_threads
 
 
 def loss_rel_err(a, b, loss0, floor=1e-8):
@@ -222,32 +220,20 @@ def test_threads_each_on_all_threads_train_concurrently():
         return loss
 
     sequential = [run(0), run(1)]
-    results = [None, None]
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(i))) for i in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    for got, want in zip(results, sequential):
+    for got, want in zip(run_in_threads(run, 2), sequential):
         assert np.array_equal(got, want)
 
 
 def test_threads_train_concurrently_with_same_results():
     """Kernels release the GIL: two configurations in two threads give the sequential results."""
     problems_ = [paper_net(L=8, m=24, init=init, seed=s) for init, s in [("gaussian", 1), ("orthogonal", 2)]]
-    sequential = [fastlin.train(W, X, Y, lr=lr, steps=200, backend="cpu").loss for W, X, Y, lr in problems_]
-    results = [None, None]
 
     def work(i):
         W, X, Y, lr = problems_[i]
-        results[i] = fastlin.train(W, X, Y, lr=lr, steps=200, backend="cpu").loss
+        return fastlin.train(W, X, Y, lr=lr, steps=200, backend="cpu").loss
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    for got, want in zip(results, sequential):
+    sequential = [work(0), work(1)]
+    for got, want in zip(run_in_threads(work, 2), sequential):
         assert np.array_equal(got, want)
 
 

@@ -1,26 +1,15 @@
 """The start handshake and barrier that let a chunk of steps run in one parallel region."""
 
-import threading
-
 import numba
 import numpy as np
 
 from fastlin.kernels import cpu, sync
 from fastlin.kernels.sync import FLAG_STRIDE
+from helpers import run_in_threads
 
 
 def fresh_flags(T):
     return np.zeros((T + 2) * FLAG_STRIDE, dtype=np.int64)
-
-
-def in_threads(fn, T):
-    out = [None] * T
-    workers = [threading.Thread(target=lambda t=t: out.__setitem__(t, fn(t))) for t in range(T)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return out
 
 
 def test_join_gives_up_for_all_when_threads_run_one_after_another():
@@ -31,7 +20,7 @@ def test_join_gives_up_for_all_when_threads_run_one_after_another():
 
 def test_join_agrees_when_all_threads_run_at_once():
     flags = fresh_flags(3)
-    assert in_threads(lambda t: sync.join(flags, t, 3, 1 << 40), 3) == [True, True, True]
+    assert run_in_threads(lambda t: sync.join(flags, t, 3, 1 << 40), 3) == [True, True, True]
 
 
 @numba.njit(nogil=True)
@@ -51,7 +40,7 @@ def ping(flags, t, T, seen, rounds):
 def test_barrier_makes_every_write_before_it_visible_after_it():
     T, rounds = 3, 2000
     flags, seen = fresh_flags(T), np.zeros((T, T), dtype=np.int64)
-    epochs = in_threads(lambda t: ping(flags, t, T, seen, rounds), T)
+    epochs = run_in_threads(lambda t: ping(flags, t, T, seen, rounds), T)
     assert epochs == [2 * rounds] * T
     assert np.array_equal(np.diag(seen), [rounds] * T) and seen.min() >= 0
 
