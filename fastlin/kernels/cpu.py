@@ -229,6 +229,19 @@ def span(d, t, T):
 
 
 @serial
+def own(d, t, T, R):
+    """The rows (or columns) of range(d) that thread t of T sweeps: all of them (T = 1) or range t of R (T = R).
+
+    One thread may take all R ranges in one go wherever the arithmetic of
+    each row or column does not depend on where its range starts (ranges
+    start at multiples of ROW_TILE, so the tile kernels' row groups agree).
+    """
+    if T == 1:
+        return 0, d
+    return span(d, t, R)
+
+
+@serial
 def level(buf, off, dims, j, rows):
     """Level j of a chain buffer: (rows, d_j)."""
     return buf[off[j]:off[j + 1]].reshape((rows, dims[j]))
@@ -362,9 +375,9 @@ def first_layer(Z_T, B1, E, eta0, G, S_T, M_T, c0, c1):
 def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     """Thread t of T: step t -> t+1 going up; returns (loss(t+1), epoch).
 
-    Every layer is split into R row ranges (``span``); thread t sweeps ranges
-    t, t + T, ... (T = R or 1), so the arithmetic, and the result, is the
-    same whether one thread or R run the pass.
+    Every layer is split into R row ranges (``span``); thread t sweeps range
+    t (T = R) or one thread all of them (T = 1, ``own``), with the same
+    arithmetic, so the result is the same either way.
 
     The gradient step of layer k is eta_k B^T E A^T = alpha C^T M with rank
     r = min(n, d_y). d_y <= n: C = B (cached), M = E A^T, alpha = -eta_k;
@@ -379,11 +392,10 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     L = dims.size - 1
     # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
     Z2 = level(A2, aoff, dims, 1, 2 * n)
-    for u in range(t, R, T):
-        c0, c1 = span(dims[1], u, R)
-        for s in range(n):
-            Z2[s][c0:c1] = Z2[n + s][c0:c1]
-        first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
+    c0, c1 = own(dims[1], t, T, R)
+    for s in range(n):
+        Z2[s][c0:c1] = Z2[n + s][c0:c1]
+    first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
         din, dout = dims[k], dims[k + 1]
@@ -393,13 +405,12 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
         if dy <= n:
             set_block(Mf, ET, A_in[:n], n, 1.0, 0, dy, 0, din)
-        for u in range(t, R, T):
-            r0, r1 = span(dout, u, R)
-            if dy <= n:
-                up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
-            else:
-                set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
-                up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
+        r0, r1 = own(dout, t, T, R)
+        if dy <= n:
+            up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
+        else:
+            set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
+            up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
         epoch = barrier(flags, t, T, epoch)
     return residual_loss(E, ET, level(A2, aoff, dims, L, 2 * n)[n:], Y), epoch
 
@@ -450,9 +461,10 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
     # thread has just summed; f(t+2)^T = Z^T B'_1^T, summed over ranges.
     Z_T = level(A2, aoff, dims, 1, 2 * n)[n:]
     B1 = level(B2, boff, dims, 1, P)
-    for u in range(t, R, T):
+    c0, c1 = own(dims[1], t, T, R)
+    first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T, c0, c1)
+    for u in range(t, R, T):  # f sums over the ranges one by one, in any case
         c0, c1 = span(dims[1], u, R)
-        first_layer(Z_T, B1[:dy], E, eta[0], G, S_T, M_T, c0, c1)
         small_product_t(Z_T, B1[dy:], fparts[u], n, dy, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     f_T[:] = fparts[0]
