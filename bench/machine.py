@@ -100,6 +100,8 @@ SETTLE_SECONDS = 0.05
 
 @lru_cache(maxsize=None)
 def _spin_kernel():
+    # A measuring tool of the bench, not a fastlin kernel: its Numba options
+    # stay here (no cache: nothing to keep between runs of the bench).
     import numba
     from numba import prange
 
