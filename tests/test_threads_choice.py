@@ -27,7 +27,7 @@ def test_follows_a_change_of_the_machine():
 
 
 def test_a_state_times_its_chunks_from_the_second_on():
-    """The first chunk of a state (fresh memory, slow on some machines) does not count."""
+    """The first chunk of a state (started on cores that idled while it was built) does not count."""
     import numpy as np
 
     from fastlin.kernels import cpu

@@ -64,7 +64,7 @@ from .threads import chooser
 # sweeping its range of every layer, barriers between layers: sync.py) or on
 # one thread sweeping all ranges, whichever measures faster for that net
 # shape (threads.py; all threads until both are measured); the results are
-# the same. Below it, splitting costs one thread more (14% at m = 32) than
+# the same. Below it, splitting costs one thread more (8-14% at m = 32) than
 # all threads gain on this VM when its cores are far apart. Measured with
 # bench/threshold.py (see bench/README.md).
 THREADS_MIN_WEIGHTS = 1 << 12
@@ -298,15 +298,15 @@ def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1, add):
 
 
 @serial
-def sum_parts(parts, T, out, c0, c1):
-    """out[p, c] = sum over threads u < T of their partial chains, for columns [c0, c1)."""
+def sum_parts(parts, R, out, c0, c1):
+    """out[p, c] = sum over the row ranges u < R of their partial chains, for columns [c0, c1)."""
     P, din = out.shape
     for p in range(P):
         o = out[p]
         first = parts[0][p * din:(p + 1) * din]
         for c in range(c0, c1):
             o[c] = first[c]
-        for u in range(1, T):
+        for u in range(1, R):
             other = parts[u][p * din:(p + 1) * din]
             for c in range(c0, c1):
                 o[c] += other[c]
@@ -403,10 +403,9 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
         A_in = level(A2, aoff, dims, k, 2 * n)
         A_out = level(A2, aoff, dims, k + 1, 2 * n)
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
-        if dy <= n:
-            set_block(Mf, ET, A_in[:n], n, 1.0, 0, dy, 0, din)
         r0, r1 = own(dout, t, T, R)
         if dy <= n:
+            set_block(Mf, ET, A_in[:n], n, 1.0, 0, dy, 0, din)
             up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
         else:
             set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
@@ -424,9 +423,10 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
     partials for the columns that are its rows of the next layer down, so it
     reads no other thread's B there, and the two sets of partials alternate
     so that no second barrier is needed before they are written again. One
-    thread (T = 1) adds range after range straight into B, in the same order. The gradient factors are those of ``up_pass`` with the
-    roles swapped: d_y <= n: C = B (old, just summed), M = E A^T (cached A);
-    d_y > n: C = eta E^T B on own rows, M = A^T.
+    thread (T = 1) adds range after range straight into B, in the same order.
+    The gradient factors are those of ``up_pass`` with the roles swapped:
+    d_y <= n: C = B (old, just summed), M = E A^T (cached A); d_y > n:
+    C = eta E^T B on own rows, M = A^T.
     """
     V, voff, dims, A2, aoff, B2, boff = net
     Y, G, eta = data
@@ -631,8 +631,9 @@ def run_steps(state: State, loss_out, loss_stop: float):
     if T == 1:
         run_chunk(state.flags, net, data, bufs, state.phase, loss_out, loss_stop, state.results, R)
     done, status, state.phase = (int(x) for x in state.results[0])
-    # A state's first chunk is not timed: the first steps on fresh memory
-    # run up to 3x slower on this VM, more so on two threads.
+    # A state's first chunk is not timed: cores that idled while the state
+    # was built run the next tens of milliseconds up to 2x slower on this VM
+    # (bench/cores.py).
     if R > 1 and done > 0 and state.chunks_run > 0:
         state.chooser.record(T, (time.perf_counter() - start) / done)
     state.chunks_run += 1

@@ -2,15 +2,17 @@
 
 For mid-sized nets the answer depends on the machine's state, not only on
 the size: on the 2-core VM the benchmarks run on, the two vCPUs are
-sometimes close (a barrier costs ~0.09 us) and sometimes far apart (~0.35
-us, every cache line a thread reads from the other costs several times
-more), and the host switches between the two within minutes. At L = 8,
-m = 32 all threads were 1.26x faster than one in the first state and 2x
-slower in the second (bench/README.md). So the CPU kernel times its chunks
-and keeps, per net shape, the seconds per step of each choice; a chunk runs
-the faster one (all threads until both are timed), and now and then
-(EXPLORE_EVERY) the other, to notice when the machine changes. The results do not depend on the choice:
-a net is split into the same row ranges either way (cpu.py, ``up_pass``).
+sometimes close (a barrier costs 0.04-0.09 us) and sometimes far apart
+(0.34-0.36 us; every cache line a thread reads from the other costs several
+times more), and the host switches between the two within minutes
+(bench/cores.py). At L = 8, m = 32 all threads were 1.26x faster than one in
+the first state and 2x slower in the second (bench/threshold.py,
+bench/README.md). So the CPU kernel times its chunks and keeps, per net
+shape, the seconds per step of each choice; a chunk runs the faster one (all
+threads until both are timed), and now and then (EXPLORE_EVERY) the other,
+to notice when the machine changes. The results do not depend on the
+choice: a net is split into the same row ranges either way (cpu.py,
+``up_pass``).
 """
 
 from __future__ import annotations

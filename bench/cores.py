@@ -1,0 +1,87 @@
+"""How the cores of this machine behave for the CPU kernel's threads: barrier cost and idle-core slowdown.
+
+1. ``sync.barrier`` alone, 10^6 times on all threads (one parallel region):
+   ns per barrier. About 0.04-0.09 us when the VM's vCPUs are close, 0.34-0.36
+   when far apart (the host switches between the two within minutes).
+2. fastlin-cpu at L64 m256 on all threads (4-step chunks): ms/step of the
+   first chunk right after ``init_state`` (cores idled while Python built
+   the state), and of the second chunk of another fresh state after 50 ms of
+   all cores spinning (``machine.settle_cores``). The gap is why the
+   benchmark settles the cores before each timed round and why a state's
+   first chunk is not timed by the kernel's choice of threads.
+
+    python bench/cores.py
+"""
+
+import time
+
+import numba
+import numpy as np
+from numba import prange
+
+import fastlin
+import machine
+from fastlin.kernels import cpu, sync
+from fastlin.model import layer_rates, to_normalized
+
+BARRIERS = 1_000_000
+
+
+@numba.njit(parallel=True, cache=False)
+def _barriers(flags, T, count):
+    for t in prange(T):
+        epoch = 0
+        for _ in range(count):
+            epoch = sync.barrier(flags, t, T, epoch)
+
+
+def barrier_ns():
+    T = numba.get_num_threads()
+    flags = np.zeros((T + 2) * sync.FLAG_STRIDE, dtype=np.int64)
+    _barriers(flags, T, 10)
+    flags[:] = 0
+    start = time.perf_counter()
+    _barriers(flags, T, BARRIERS)
+    return T, (time.perf_counter() - start) / BARRIERS * 1e9
+
+
+def chunk_ms(state, k=4):
+    loss = np.empty(k)
+    start = time.perf_counter()
+    cpu.run_steps(state, loss, -np.inf)
+    return (time.perf_counter() - start) / k * 1e3
+
+
+def idle_and_settled(L=64, m=256, trials=4):
+    X, Y = fastlin.paper_data(rng=0)
+    dims = fastlin.network_dims(L, m, X.shape[0], Y.shape[0])
+    V = to_normalized(fastlin.init_weights(dims, "orthogonal", rng=1), dims, np.float64)
+    eta = layer_rates(0.5 * fastlin.theorem_lr(X, L, Y.shape[0]), dims)
+
+    def fresh():
+        state = cpu.init_state([v.copy() for v in V], X, Y, eta)
+        state.mode = "all"
+        return state
+
+    chunk_ms(fresh())  # compile / load
+    rows = []
+    for _ in range(trials):
+        idle = chunk_ms(fresh())
+        state = fresh()
+        chunk_ms(state)
+        machine.settle_cores()
+        rows.append((idle, chunk_ms(state)))
+    return rows
+
+
+def main():
+    T, ns = barrier_ns()
+    print(f"sync.barrier, {T} threads, {BARRIERS} times: {ns:.0f} ns per barrier")
+    print("fastlin-cpu L64 m256, all threads, ms/step: first chunk after init_state | "
+          "second chunk after settling the cores")
+    for idle, settled in idle_and_settled():
+        print(f"  {idle:6.1f} | {settled:6.1f}")
+
+
+if __name__ == "__main__":
+    main()
