@@ -30,11 +30,9 @@ error.
 from __future__ import annotations
 
 import numpy as np
-from numba import typeof
-
 from . import COMPLETED
 from .cuda_compat import SIMULATOR, available, cuda
-from .cuda_step import REDUCTION_BYTES, SHARED_LIMIT, make_step_kernel, shared_bytes
+from .cuda_step import REDUCTION_BYTES, SHARED_LIMIT, make_step_kernel, shared_bytes, step_signature
 from .reference import half_squared_norm, prefix_chain, suffix_chain
 
 if not available():
@@ -144,7 +142,7 @@ class Batch:
                 cuda.to_device(np.asarray(loss_stop, dtype=np.float64)), d_loss, d_done, d_status)
         kernel = self.kernel()
         if self.mode == "coop":
-            kernel[self._coop_grid(kernel, args), self.tpb](*args)
+            kernel[self._coop_grid(kernel), self.tpb](*args)
         else:
             kernel[C, self.tpb](*args)
         loss_h = d_loss.copy_to_host()
@@ -152,7 +150,7 @@ class Batch:
         self.phase = self.d_phase.copy_to_host()
         return d_done.copy_to_host(), d_status.copy_to_host()
 
-    def _coop_grid(self, kernel, args):
+    def _coop_grid(self, kernel):
         """Blocks of the cooperative grid: no more than can be co-resident, nor than tiles of work."""
         if self.grid is None:
             dims = self.dims[0, :self.L[0] + 1]
@@ -161,8 +159,7 @@ class Batch:
             if SIMULATOR:
                 limit = 1  # the simulator runs a cooperative grid of one block only
             else:
-                sig = tuple(typeof(a) for a in args)
-                limit = kernel.compile(sig).max_cooperative_grid_blocks(self.tpb)
+                limit = kernel.compile(step_signature(self.dtype)).max_cooperative_grid_blocks(self.tpb)
             self.grid = max(1, min(work, limit))
         return self.grid
 

@@ -77,6 +77,24 @@ def shared_bytes(n, dy, dtype, tpb=128, up_rows=8, down_cols=8, reduction_bytes=
     return item * (dy * n + slots * tpb + kmax * max(up_rows, down_cols)) + 8
 
 
+def step_signature(dtype):
+    """Numba argument types of the step kernel, as ``Batch.run`` passes them.
+
+    Weights, chains and factors flat (1-D), E, f^T, X, Y and the rates 2-D in
+    ``dtype``; metadata int64; losses float64; all C-contiguous.
+    """
+    from numba import types
+
+    dt = numba.from_dtype(np.dtype(dtype))
+    flat, table = types.Array(dt, 1, "C"), types.Array(dt, 2, "C")
+    i1, i2 = types.Array(types.int64, 1, "C"), types.Array(types.int64, 2, "C")
+    f1, f2 = types.Array(types.float64, 1, "C"), types.Array(types.float64, 2, "C")
+    # V, A2, B2, F, E_g, ft_g, X, Y, dims, voff, aoff, boff, foff, eta, nlayers,
+    # phase, todo, loss_stop, loss_out, done, status
+    return (flat, flat, flat, flat, table, table, table, table, i2, i2, i2, i2, i2, table, i1,
+            i1, i1, f1, f2, i1, i1)
+
+
 def _reduction_slots(kmax, tpb, item, reduction_bytes):
     return max(1, min(kmax, reduction_bytes // (tpb * item)))
 
@@ -102,6 +120,9 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
     OUTW = max(RT, CB)
     SG = _reduction_slots(KMAX, TPB, np.dtype(dtype).itemsize, reduction_bytes)
     NE = N * DY
+    # Shared-array shapes must be constants when typed: products formed here, not in the kernel.
+    RED_LEN = SG * TPB
+    OUT_LEN = KMAX * OUTW
     group_sync = grid_sync if coop else block_sync
     COOP = bool(coop)
 
@@ -274,8 +295,8 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
             gb = 0
             ngb = 1
         Esh = cuda.shared.array(NE, DT)
-        red = cuda.shared.array(SG * TPB, DT)
-        out = cuda.shared.array(KMAX * OUTW, DT)
+        red = cuda.shared.array(RED_LEN, DT)
+        out = cuda.shared.array(OUT_LEN, DT)
         loss_sh = cuda.shared.array(1, numba.float64)
         L = nlayers[cfg]
         d0 = dims[cfg, 0]
