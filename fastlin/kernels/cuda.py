@@ -47,9 +47,11 @@ DOWN_COLS = 8   # columns of V per block chunk in the downward pass (8 fp64 = 64
 class Batch:
     """Device buffers of C configurations sharing X (d_0 x n) and Y (d_y x n).
 
-    Per configuration: its weights V_1..V_L in one flat buffer, the chain
-    levels A2/B2 (two halves each, as in the CPU kernel), a factor buffer F,
-    E, the pass direction and its metadata (see ``cuda_step``).
+    Per configuration: its weights V_1..V_L in one flat buffer (V_1 as
+    given: the kernel steps Z = V_1 X instead), the chain levels A2/B2 (two
+    halves each, as in the CPU kernel; level 1 of A2 is Z^T), a factor buffer
+    F, the first layer's accumulated step S^T, E, the pass direction and its
+    metadata (see ``cuda_step``).
     """
 
     def __init__(self, Vs, X, Y, etas, tpb=None, up_rows=None, down_cols=None, reduction_bytes=None):
@@ -78,8 +80,9 @@ class Batch:
         self.aoff = np.zeros((C, Lmax + 2), dtype=np.int64)
         self.boff = np.zeros((C, Lmax + 2), dtype=np.int64)
         self.foff = np.zeros((C, 3), dtype=np.int64)
+        self.soff = np.zeros(C, dtype=np.int64)
         self.eta = np.zeros((C, Lmax), dtype=dtype)
-        v_at = a_at = b_at = f_at = 0
+        v_at = a_at = b_at = f_at = s_at = 0
         for c, V in enumerate(Vs):
             dims = np.array([X.shape[0]] + [Vi.shape[0] for Vi in V], dtype=np.int64)
             L = len(V)
@@ -89,6 +92,8 @@ class Batch:
             self.boff[c, :L + 2] = b_at + np.concatenate([[0], np.cumsum(2 * dy * dims)])
             ld = int(dims.max())
             self.foff[c] = (f_at, f_at + rank * ld, ld)
+            self.soff[c] = s_at
+            s_at += n * int(dims[1])
             self.eta[c, :L] = etas[c]
             v_at = int(self.voff[c, L])
             a_at = int(self.aoff[c, L + 1])
@@ -104,10 +109,13 @@ class Batch:
                 L = len(V)
                 self._level(A2_h, self.aoff, c, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
                 self._level(B2_h, self.boff, c, L, 2 * dy)[:] = np.concatenate([np.eye(dy)] * 2)
-                # Step 0 goes up: it needs the cached suffix chains B_i(0) and E(0).
+                # Step 0 goes up: it needs Z(0) = V_1 X, the cached suffix
+                # chains B_i(0) and E(0).
+                A = prefix_chain(V, X)
+                self._level(A2_h, self.aoff, c, 1, 2 * n)[n:] = A[1].T
                 for j, Bj in enumerate(suffix_chain(V)):
                     self._level(B2_h, self.boff, c, j, 2 * dy)[dy:] = Bj
-                E = prefix_chain(V, X)[-1] - Y
+                E = A[-1] - Y
                 E_h[c] = E.ravel()
                 self.loss0[c] = half_squared_norm(E)
         self.X = X
@@ -115,10 +123,12 @@ class Batch:
         to = cuda.to_device
         self.d_V, self.d_A2, self.d_B2 = to(V_h), to(A2_h), to(B2_h)
         self.d_F = to(np.zeros(max(f_at, 1), dtype=dtype))
+        self.d_S = to(np.zeros(s_at, dtype=dtype))
         self.d_E, self.d_ft = to(E_h), to(np.zeros((C, n * dy), dtype=dtype))
-        self.d_X, self.d_Y = to(np.ascontiguousarray(X)), to(np.ascontiguousarray(Y))
+        self.d_Y = to(np.ascontiguousarray(Y))
+        self.d_G = to(np.ascontiguousarray(X.T @ X, dtype=dtype))
         self.d_meta = [to(a) for a in (self.dims, self.voff, self.aoff, self.boff, self.foff,
-                                       self.eta, self.L)]
+                                       self.soff, self.eta, self.L)]
         self.d_phase = to(np.zeros(C, dtype=np.int64))
         self.phase = np.zeros(C, dtype=np.int64)
         self.mode = "block"
@@ -137,8 +147,8 @@ class Batch:
         d_loss = cuda.device_array((C, max(1, loss_out.shape[1])), dtype=np.float64)
         d_done = cuda.device_array(C, dtype=np.int64)
         d_status = cuda.device_array(C, dtype=np.int64)
-        args = (self.d_V, self.d_A2, self.d_B2, self.d_F, self.d_E, self.d_ft, self.d_X, self.d_Y,
-                *self.d_meta, self.d_phase, cuda.to_device(np.asarray(todo, dtype=np.int64)),
+        args = (self.d_V, self.d_A2, self.d_B2, self.d_F, self.d_S, self.d_E, self.d_ft, self.d_Y,
+                self.d_G, *self.d_meta, self.d_phase, cuda.to_device(np.asarray(todo, dtype=np.int64)),
                 cuda.to_device(np.asarray(loss_stop, dtype=np.float64)), d_loss, d_done, d_status)
         kernel = self.kernel()
         if self.mode == "coop":
@@ -153,9 +163,11 @@ class Batch:
     def _coop_grid(self, kernel):
         """Blocks of the cooperative grid: no more than can be co-resident, nor than tiles of work."""
         if self.grid is None:
+            # Tiles of the swept layers 2..L, and the first layer's columns of Z^T.
             dims = self.dims[0, :self.L[0] + 1]
-            work = max(max(-(-int(d) // self.up_rows) for d in dims[1:]),
-                       max(-(-int(d) // self.down_cols) for d in dims[:-1]))
+            work = max([-(-int(dims[1]) // self.tpb)]
+                       + [-(-int(d) // self.up_rows) for d in dims[2:]]
+                       + [-(-int(d) // self.down_cols) for d in dims[1:-1]])
             if SIMULATOR:
                 limit = 1  # the simulator runs a cooperative grid of one block only
             else:
@@ -164,9 +176,14 @@ class Batch:
         return self.grid
 
     def weights(self, c):
+        """V_1..V_L of configuration c now; V_1 = V_1(0) - S X^T."""
         V_h = self.d_V.copy_to_host()
-        return [V_h[self.voff[c, k]:self.voff[c, k + 1]].reshape(self.dims[c, k + 1], self.dims[c, k]).copy()
-                for k in range(self.L[c])]
+        V = [V_h[self.voff[c, k]:self.voff[c, k + 1]].reshape(self.dims[c, k + 1], self.dims[c, k]).copy()
+             for k in range(self.L[c])]
+        S_T = self.d_S.copy_to_host()[self.soff[c]:self.soff[c] + self.n * self.dims[c, 1]]
+        with np.errstate(over="ignore", invalid="ignore"):
+            V[0] -= S_T.reshape(self.n, self.dims[c, 1]).T @ self.X.T
+        return V
 
     def chains(self, c):
         """Chains at the current step of configuration c: the cached side read, the other recomputed."""
@@ -177,10 +194,11 @@ class Batch:
             A2 = self.d_A2.copy_to_host()
             A = [self._level(A2, self.aoff, c, j, 2 * n)[n:].T.copy() for j in range(len(V) + 1)]
             B = suffix_chain(V)
-        else:
+        else:  # after a downward pass B_1..B_L are cached (B_0 = B_1 V_1 is not formed)
             B2 = self.d_B2.copy_to_host()
             A = prefix_chain(V, self.X)
             B = [self._level(B2, self.boff, c, j, 2 * dy)[dy:].copy() for j in range(len(V) + 1)]
+            B[0] = B[1] @ V[0]
         return A, B, E.copy()
 
 

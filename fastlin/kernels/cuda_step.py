@@ -35,10 +35,18 @@ when d_y <= n; Lf = eta E^T B going down when d_y > n) or read straight from
 the chains (Rf = A^T going up when d_y > n; Lf = eta B going down when
 d_y <= n).
 
+The first layer is never swept, as in the CPU kernel (cpu.py, "The first
+layer"): V_1 enters the loss only through Z = V_1 X, so level 1 of ``A2``
+holds Z^T and the kernel steps Z <- Z - M G with M = eta_1 B_1^T E and
+G = X^T X (n x n), accumulating S^T = sum M^T in ``S``; the host forms
+V_1 = V_1(0) - S X^T when the weights are asked for. A step then reads no
+m x d_x layer (a third of the weights of L = 64, m = 32 on the paper's data).
+
 Per-configuration metadata (absolute offsets into the flat buffers):
 ``dims[c, j]`` = d_j, ``voff[c, k]`` start of V_{k+1}, ``aoff``/``boff[c, j]``
 start of level j of A2/B2, ``foff[c] = (parity 0, parity 1, leading dim)`` of
-F, ``eta[c, k]`` = eta_{k+1} = lr / d_{k+1}, ``nlayers[c]`` = L.
+F, ``soff[c]`` start of S^T (n x d_1), ``eta[c, k]`` = eta_{k+1} = lr / d_{k+1},
+``nlayers[c]`` = L.
 """
 
 from __future__ import annotations
@@ -80,8 +88,8 @@ def shared_bytes(n, dy, dtype, tpb=128, up_rows=8, down_cols=8, reduction_bytes=
 def step_signature(dtype):
     """Numba argument types of the step kernel, as ``Batch.run`` passes them.
 
-    Weights, chains and factors flat (1-D), E, f^T, X, Y and the rates 2-D in
-    ``dtype``; metadata int64; losses float64; all C-contiguous.
+    Weights, chains, factors and S flat (1-D), E, f^T, Y, G and the rates 2-D
+    in ``dtype``; metadata int64; losses float64; all C-contiguous.
     """
     from numba import types
 
@@ -89,10 +97,10 @@ def step_signature(dtype):
     flat, table = types.Array(dt, 1, "C"), types.Array(dt, 2, "C")
     i1, i2 = types.Array(types.int64, 1, "C"), types.Array(types.int64, 2, "C")
     f1, f2 = types.Array(types.float64, 1, "C"), types.Array(types.float64, 2, "C")
-    # V, A2, B2, F, E_g, ft_g, X, Y, dims, voff, aoff, boff, foff, eta, nlayers,
-    # phase, todo, loss_stop, loss_out, done, status
-    return (flat, flat, flat, flat, table, table, table, table, i2, i2, i2, i2, i2, table, i1,
-            i1, i1, f1, f2, i1, i1)
+    # V, A2, B2, F, S, E_g, ft_g, Y, G, dims, voff, aoff, boff, foff, soff, eta,
+    # nlayers, phase, todo, loss_stop, loss_out, done, status
+    return (flat, flat, flat, flat, flat, table, table, table, table, i2, i2, i2, i2, i2, i1, table,
+            i1, i1, i1, f1, f2, i1, i1)
 
 
 def _reduction_slots(kmax, tpb, item, reduction_bytes):
@@ -103,8 +111,8 @@ def _reduction_slots(kmax, tpb, item, reduction_bytes):
 def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduction_bytes=REDUCTION_BYTES):
     """Compile-time specialized step kernel for n samples, d_y outputs, ``dtype``.
 
-    Returns ``kernel(V, A2, B2, F, E_g, ft_g, X, Y, dims, voff, aoff, boff,
-    foff, eta, nlayers, phase, todo, loss_stop, loss_out, done, status)``;
+    Returns ``kernel(V, A2, B2, F, S, E_g, ft_g, Y, G, dims, voff, aoff, boff,
+    foff, soff, eta, nlayers, phase, todo, loss_stop, loss_out, done, status)``;
     launch it with ``tpb`` threads per block and, for ``coop``, a cooperative
     grid (one configuration), else one block per configuration.
     """
@@ -147,6 +155,44 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
                     total += red[kk * TPB + src]
                 out[(g0 + kk) * nout + o] = total
             cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def first_layer(up, cfg, gt, gthreads, A2, B2, F, S, Esh, G, dims, aoff, boff, foff, soff, eta):
+        """Z <- Z - M G and S += M, M = eta_1 B_1^T E, on this thread's columns of Z^T.
+
+        Going up (``up``) B_1 is the cached B_1(t) and the old half of level 1
+        gets Z(t) first (the next layer's old chain), with the next layer's
+        Rf = E Z(t)^T when d_y <= n; going down B_1 is B_1(t+1), just formed.
+        """
+        d1 = dims[cfg, 1]
+        z = aoff[cfg, 1]  # level 1 is Z^T, (2n, d_1): old half, then new half
+        b1 = boff[cfg, 1] + (DY * d1 if up else 0)
+        so = soff[cfg]
+        e = eta[cfg, 0]
+        fo = foff[cfg, 1]  # parity of layer index 1
+        ld = foff[cfg, 2]
+        m = cuda.local.array(N, DT)
+        for r in range(gt, d1, gthreads):
+            for s in range(N):
+                x = DT(0)
+                for q in range(DY):
+                    x += B2[b1 + q * d1 + r] * Esh[q * N + s]
+                m[s] = e * x
+                S[so + s * d1 + r] += m[s]
+            if up:
+                for s in range(N):
+                    A2[z + s * d1 + r] = A2[z + (N + s) * d1 + r]
+                if DY <= N:
+                    for q in range(RANK):
+                        x = DT(0)
+                        for s in range(N):
+                            x += Esh[q * N + s] * A2[z + s * d1 + r]
+                        F[fo + q * ld + r] = x
+            for j in range(N):
+                x = DT(0)
+                for s in range(N):
+                    x += m[s] * G[s, j]
+                A2[z + (N + j) * d1 + r] -= x
 
     @cuda.jit(device=True)
     def up_layer(k, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff, boff, foff, eta):
@@ -269,8 +315,8 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
                 cc = chunk * CB + oo
                 if cc < din:
                     B2[bout + kk * din + cc] = out[idx]
-            if DY > N and k > 0:
-                # Lf of layer k-1: eta E^T B_{k-1}, row cc, from the old chain just formed.
+            if DY > N and k > 1:
+                # Lf of layer k-1 (the first layer forms its own M): eta E^T B_{k-1}, row cc, from the old chain just formed.
                 en = eta[cfg, k - 1]
                 for idx in range(t, N * CB, TPB):
                     s = idx // CB
@@ -283,8 +329,8 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
                         F[fnext + s * ld + cc] = en * x
 
     @cuda.jit
-    def step_kernel(V, A2, B2, F, E_g, ft_g, X, Y, dims, voff, aoff, boff, foff, eta, nlayers,
-                    phase, todo, loss_stop, loss_out, done, status):
+    def step_kernel(V, A2, B2, F, S, E_g, ft_g, Y, G, dims, voff, aoff, boff, foff, soff, eta,
+                    nlayers, phase, todo, loss_stop, loss_out, done, status):
         t = cuda.threadIdx.x
         if COOP:
             cfg = 0
@@ -299,7 +345,7 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
         out = cuda.shared.array(OUT_LEN, DT)
         loss_sh = cuda.shared.array(1, numba.float64)
         L = nlayers[cfg]
-        d0 = dims[cfg, 0]
+        d1 = dims[cfg, 1]
         gt = gb * TPB + t  # thread index within this configuration's group
         gthreads = ngb * TPB
         for idx in range(t, NE, TPB):
@@ -311,33 +357,30 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
         st = COMPLETED
         for step in range(steps):
             if ph == 0:
-                if DY <= N:
-                    # Rf of layer 1: E X^T (the first layer's A is X, both halves).
-                    for idx in range(gt, RANK * d0, gthreads):
-                        q = idx // d0
-                        c = idx - q * d0
-                        x = DT(0)
-                        for s in range(N):
-                            x += Esh[q * N + s] * X[c, s]
-                        F[foff[cfg, 0] + q * foff[cfg, 2] + c] = x
-                    group_sync()
-                for k in range(L):
+                first_layer(True, cfg, gt, gthreads, A2, B2, F, S, Esh, G, dims, aoff, boff, foff, soff, eta)
+                group_sync()
+                for k in range(1, L):
                     up_layer(k, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff, boff,
                              foff, eta)
                     group_sync()
             else:
-                for k in range(L - 1, -1, -1):
+                if L == 1:  # f = Z: every block has read it for E before it is stepped
+                    group_sync()
+                for k in range(L - 1, 0, -1):
                     down_layer(k, L, cfg, gb, ngb, t, V, A2, B2, F, Esh, red, out, dims, voff, aoff,
                                boff, foff, eta)
                     group_sync()
-                # f(t+2)^T = X^T B'_0^T, one output per thread of the group.
-                b0 = boff[cfg, 0] + DY * d0
+                first_layer(False, cfg, gt, gthreads, A2, B2, F, S, Esh, G, dims, aoff, boff, foff, soff, eta)
+                group_sync()
+                # f(t+2)^T = Z(t+2)^T B'_1^T, one output per thread of the group.
+                z = aoff[cfg, 1] + N * d1
+                b1 = boff[cfg, 1] + DY * d1
                 for idx in range(gt, NE, gthreads):
                     s = idx // DY
                     q = idx - s * DY
                     x = DT(0)
-                    for c in range(d0):
-                        x += X[c, s] * B2[b0 + q * d0 + c]
+                    for c in range(d1):
+                        x += A2[z + s * d1 + c] * B2[b1 + q * d1 + c]
                     ft_g[cfg, idx] = x
                 group_sync()
             # E = f - Y and the loss, in every block alike (so all stop together).
