@@ -137,7 +137,9 @@ def test_step_weights_count_what_the_backend_sweeps():
     dx, dy = int(rng.integers(2, 300)), int(rng.integers(1, 12))
     base = dict(init="orthogonal", depth=L, width=m, seed=0, steps=5, dx=dx, dy=dy)
     numpy_cfg, cpu_cfg = Config(backend="numpy", **base), Config(backend="cpu", **base)
+    cuda_cfg = Config(backend="cuda", **base)
     dims = fastlin.network_dims(L, m, dx, dy)
     every = sum(dims[i] * dims[i - 1] for i in range(1, L + 1))
     assert numpy_cfg.parameters == cpu_cfg.parameters == numpy_cfg.step_weights == every
-    assert cpu_cfg.step_weights == every - dims[0] * dims[1]  # the cpu kernel steps V_1 through Z
+    # the cpu and cuda kernels step V_1 through Z
+    assert cpu_cfg.step_weights == cuda_cfg.step_weights == every - dims[0] * dims[1]

@@ -114,10 +114,11 @@ class Config:
     def step_weights(self) -> int:
         """Weights one GD step of this configuration's backend sweeps (about 72 flops each).
 
-        All of them, except on the "cpu" backend, which steps the first layer
-        through Z = V_1 X (fastlin/kernels/cpu.py) and sweeps layers 2..L.
+        All of them on "numpy"; the "cpu" and "cuda" kernels step the first
+        layer through Z = V_1 X (fastlin/kernels/cpu.py, cuda_step.py) and
+        sweep layers 2..L.
         """
-        if self.backend == "cpu":
+        if self.backend in ("cpu", "cuda"):
             return self.parameters - self.dims[0] * self.dims[1]
         return self.parameters
 
