@@ -30,6 +30,7 @@ error.
 from __future__ import annotations
 
 import numpy as np
+
 from . import COMPLETED
 from .cuda_compat import SIMULATOR, available, cuda
 from .cuda_step import REDUCTION_BYTES, SHARED_LIMIT, make_step_kernel, shared_bytes, step_signature
