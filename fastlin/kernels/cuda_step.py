@@ -316,7 +316,8 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
                 if cc < din:
                     B2[bout + kk * din + cc] = out[idx]
             if DY > N and k > 1:
-                # Lf of layer k-1 (the first layer forms its own M): eta E^T B_{k-1}, row cc, from the old chain just formed.
+                # Lf of layer k-1: eta E^T B_{k-1}, row cc, from the old chain just formed
+                # (the first layer forms its own M).
                 en = eta[cfg, k - 1]
                 for idx in range(t, N * CB, TPB):
                     s = idx // CB
