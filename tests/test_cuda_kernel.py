@@ -1,8 +1,9 @@
 """The numba.cuda backend against the NumPy reference (issue 5: CUDA backend).
 
 Runs on a real GPU when one is present, else under the numba CUDA simulator
-(tiny sizes, ONE block per cooperative grid), and is skipped when numba-cuda
-is not installed; see ``cuda_setup``. Under the simulator most cases use small
+(tiny sizes, ONE block per cooperative grid, except where ``coop_sim`` runs a
+cooperative grid of several blocks phase by phase), and is skipped when
+numba-cuda is not installed; see ``cuda_setup``. Under the simulator most cases use small
 blocks (16 threads, 4-row tiles, 4-column chunks) so that the multi-tile and
 remainder paths run in seconds; one case uses the production block shape.
 """
@@ -88,6 +89,46 @@ def test_cuda_float32_matches_reference(dims, n, mode):
     loss_r, _, _ = run_kernel(reference, V, X, Y, eta, 6)
     assert W_c[0].dtype == np.float32
     assert np.max(np.abs(loss_c - loss_r) / np.maximum(np.abs(loss_r), 1e-4 * loss_r[0])) < 1e-4
+
+
+# (dims, n, blocks): a cooperative grid of several blocks, each with tiles of
+# every layer; d_y <= n and d_y > n; L = 1 and a wide first layer with d_1 >
+# 16 threads, so that every block owns columns of Z.
+MULTI_BLOCK = [
+    ([5, 40, 40, 3], 4, 2),
+    ([9, 10, 10, 4], 6, 3),
+    ([7, 9, 9, 9], 3, 2),
+    ([4, 20], 3, 2),
+]
+
+
+@pytest.mark.skipif(not SIM, reason="phased multi-block grids are a simulator harness (coop_sim.py)")
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+@pytest.mark.parametrize("dims, n, blocks", MULTI_BLOCK)
+def test_cuda_multi_block_cooperative_grid_matches_reference(dims, n, blocks, order):
+    """The cooperative kernel over several blocks, run phase by phase in both block orders.
+
+    A cross-block read not ordered by a grid sync gives different results in
+    the two orders (coop_sim.py), so both must match the reference.
+    """
+    from coop_sim import multi_block_grids
+
+    cuda = cuda_backend()
+    V, X, Y, eta = problem(dims, n, np.float64, seed=3)
+    state = cuda.init_state([v.copy() for v in V], X, Y, eta, **SMALL)
+    state.mode = "coop"
+    state.batch.grid = blocks
+    steps = 5
+    loss = np.empty(steps + 1)
+    loss[0] = state.loss0
+    with multi_block_grids(order):
+        for a, b in [(1, 4), (4, 6)]:  # two launches: the state carries over between them
+            assert cuda.run_steps(state, loss[a:b], -np.inf)[0] == b - a
+    loss_r, W_r, _ = run_kernel(reference, V, X, Y, eta, steps)
+    assert loss_rel_err(loss, loss_r, loss_r[0]) < 1e-10
+    scale = max(np.max(np.abs(w)) for w in W_r)
+    for a, b in zip(cuda.weights(state), W_r):
+        assert np.max(np.abs(a - b)) <= 1e-10 * scale
 
 
 @in_process
