@@ -212,6 +212,41 @@ def test_train_batch_matches_per_config_reference(small_blocks):
     assert statuses == ["completed", "completed", "diverged", "converged"]
 
 
+@in_process
+def test_batch_weights_copy_the_device_buffers_once_per_run():
+    """Weights of every configuration from one host copy (not one copy per configuration), fresh after a run."""
+    cuda = cuda_backend()
+    X, Y = fastlin.paper_data(rng=1, dx=6, n=5, dy=3)
+    Vs, etas = [], []
+    for k in range(3):
+        V, _, _, eta = problem([6, 4 + k, 4 + k, 3], 5, np.float64, seed=k)
+        Vs.append(V)
+        etas.append(eta)
+    batch = cuda.init_batch([[v.copy() for v in V] for V in Vs], X, Y, etas, **SMALL)
+
+    class Counting:
+        def __init__(self, array):
+            self.array, self.copies = array, 0
+
+        def copy_to_host(self):
+            self.copies += 1
+            return self.array.copy_to_host()
+
+    batch.d_V = Counting(batch.d_V)
+    first = [cuda.batch_weights(batch, c) for c in range(3)]
+    assert batch.d_V.copies == 1
+    batch.d_V = batch.d_V.array
+    cuda.run_batch(batch, np.full(3, 2), np.full(3, -np.inf), np.empty((3, 2)))
+    after = [cuda.batch_weights(batch, c) for c in range(3)]
+    for c in range(3):
+        assert [w.shape for w in first[c]] == [v.shape for v in Vs[c]]
+        np.testing.assert_array_equal(first[c][1], Vs[c][1])
+        assert not np.array_equal(after[c][1], first[c][1])  # two steps later, not the cached copy
+        _, W_r, _ = run_kernel(reference, Vs[c], X, Y, etas[c], 2)
+        for a, b in zip(after[c], W_r):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.max(np.abs(b)))
+
+
 def test_train_batch_other_backends_loop_over_train():
     Ws, X, Y, lr = small_net()
     res = fastlin.train_batch([Ws, Ws], X, Y, lr=[lr, 2 * lr], steps=3, backend="numpy")

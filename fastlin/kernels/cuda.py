@@ -134,6 +134,7 @@ class Batch:
         self.phase = np.zeros(C, dtype=np.int64)
         self.mode = "block"
         self.grid = None
+        self._host = {}  # host copies of device buffers, made once after each run
 
     def _level(self, buf, off, c, j, rows):
         return buf[off[c, j]:off[c, j + 1]].reshape(rows, self.dims[c, j])
@@ -156,6 +157,7 @@ class Batch:
             kernel[self._coop_grid(kernel), self.tpb](*args)
         else:
             kernel[C, self.tpb](*args)
+        self._host = {}
         loss_h = d_loss.copy_to_host()
         loss_out[:, :] = loss_h[:, :loss_out.shape[1]]
         self.phase = self.d_phase.copy_to_host()
@@ -176,12 +178,23 @@ class Batch:
             self.grid = max(1, min(work, limit))
         return self.grid
 
+    def host(self, name):
+        """Host copy of device buffer ``name`` ("V", "S", "A2", "B2", "E"), copied once after each run.
+
+        ``fastlin.train_batch`` asks for the weights of every configuration in
+        turn: one copy serves them all, where a copy per configuration would
+        move C times the whole batch.
+        """
+        if name not in self._host:
+            self._host[name] = getattr(self, "d_" + name).copy_to_host()
+        return self._host[name]
+
     def weights(self, c):
         """V_1..V_L of configuration c now; V_1 = V_1(0) - S X^T."""
-        V_h = self.d_V.copy_to_host()
+        V_h = self.host("V")
         V = [V_h[self.voff[c, k]:self.voff[c, k + 1]].reshape(self.dims[c, k + 1], self.dims[c, k]).copy()
              for k in range(self.L[c])]
-        S_T = self.d_S.copy_to_host()[self.soff[c]:self.soff[c] + self.n * self.dims[c, 1]]
+        S_T = self.host("S")[self.soff[c]:self.soff[c] + self.n * self.dims[c, 1]]
         with np.errstate(over="ignore", invalid="ignore"):
             V[0] -= S_T.reshape(self.n, self.dims[c, 1]).T @ self.X.T
         return V
@@ -190,13 +203,13 @@ class Batch:
         """Chains at the current step of configuration c: the cached side read, the other recomputed."""
         V = self.weights(c)
         n, dy = self.n, self.dy
-        E = self.d_E.copy_to_host()[c].reshape(dy, n)
+        E = self.host("E")[c].reshape(dy, n)
         if self.phase[c] == 1:  # after an upward pass the prefix chains A(t) are cached
-            A2 = self.d_A2.copy_to_host()
+            A2 = self.host("A2")
             A = [self._level(A2, self.aoff, c, j, 2 * n)[n:].T.copy() for j in range(len(V) + 1)]
             B = suffix_chain(V)
         else:  # after a downward pass B_1..B_L are cached (B_0 = B_1 V_1 is not formed)
-            B2 = self.d_B2.copy_to_host()
+            B2 = self.host("B2")
             A = prefix_chain(V, self.X)
             B = [self._level(B2, self.boff, c, j, 2 * dy)[dy:].copy() for j in range(len(V) + 1)]
             B[0] = B[1] @ V[0]
