@@ -44,7 +44,7 @@ from fastlin.kernels.cuda_compat import cuda  # noqa: E402  (the np.row_stack sh
 import numba.cuda.dispatcher as _dispatcher  # noqa: E402
 from numba.cuda.cudadrv.libs import get_cudalib  # noqa: E402
 
-from fastlin.kernels.cuda_step import make_step_kernel, step_signature  # noqa: E402
+from fastlin.kernels.cuda_step import make_step_kernel, shared_bytes, step_signature  # noqa: E402
 
 # (n, d_y) of the compiled variants: the paper's data (d_y <= n: Rf = E A^T
 # going up) and one with d_y > n (the other factorization); the kernel's
@@ -79,7 +79,7 @@ def compile_variant(n, dy, dtype, coop, cc, tpb=128):
     figures = _parse_info(info)
     figures.update(n=n, dy=dy, dtype=np.dtype(dtype).name, mode="coop" if coop else "block", tpb=tpb,
                    cc=f"{cc[0]}.{cc[1]}", ptx_bytes=len(ptx), cubin_bytes=len(cubin.code),
-                   compile_s=round(compiled, 2))
+                   compile_s=round(compiled, 2), smem_declared=shared_bytes(n, dy, dtype, tpb))
     figures["blocks_per_sm"] = blocks_per_sm(figures["registers"], figures["smem"], tpb,
                                              SHARED_PER_SM.get(cc, 164 * 1024))
     return figures

@@ -43,6 +43,9 @@ def test_every_variant_compiles_and_links(compiled):
 def test_no_spills_and_resident_blocks(compiled):
     """No local-memory spills, within the static shared limit, at least one block of 128 per SM."""
     for k in compiled:
+        # The linker counts the 1 KiB that sm_90 reserves per block on top of the
+        # kernel's static arrays, which Batch checks against the limit beforehand.
+        assert k["smem"] - k["smem_declared"] in (0, 1024), k
         assert k["lmem"] == 0, k
         assert 0 < k["smem"] <= 48 * 1024, k
         assert 0 < k["registers"] <= 255, k
