@@ -55,6 +55,8 @@ DTYPES = [np.float64, np.float32]
 # have 64 K registers; shared memory per SM: 164 KiB on sm_80, 228 KiB on sm_90).
 REGISTERS_PER_SM = 65536
 SHARED_PER_SM = {(8, 0): 164 * 1024, (9, 0): 228 * 1024}
+SHARED_PER_SM_OTHER = 164 * 1024  # the smaller of the two, for an architecture not listed
+BLOCKS_PER_SM_MAX = 32  # the hardware's cap on resident blocks per SM (sm_80, sm_90)
 
 
 def _fake_device(cc):
@@ -81,7 +83,7 @@ def compile_variant(n, dy, dtype, coop, cc, tpb=128):
                    cc=f"{cc[0]}.{cc[1]}", ptx_bytes=len(ptx), cubin_bytes=len(cubin.code),
                    compile_s=round(compiled, 2), smem_declared=shared_bytes(n, dy, dtype, tpb))
     figures["blocks_per_sm"] = blocks_per_sm(figures["registers"], figures["smem"], tpb,
-                                             SHARED_PER_SM.get(cc, 164 * 1024))
+                                             SHARED_PER_SM.get(cc, SHARED_PER_SM_OTHER))
     return figures
 
 
@@ -102,7 +104,7 @@ def blocks_per_sm(registers, smem, tpb, shared_per_sm):
     per_warp = math.ceil(registers * 32 / 256) * 256
     by_registers = REGISTERS_PER_SM // (per_warp * math.ceil(tpb / 32))
     by_shared = shared_per_sm // max(smem, 1)
-    return min(by_registers, by_shared, 32)
+    return min(by_registers, by_shared, BLOCKS_PER_SM_MAX)
 
 
 def missing_toolkit():
