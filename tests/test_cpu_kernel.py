@@ -257,3 +257,21 @@ def test_first_layer_through_z_stays_exact_to_convergence(dx, L, m, dtype, tol):
     assert np.max(np.abs(a.loss - b.loss)) < tol * b.loss[0]
     for wa, wb in zip(a.weights, b.weights):
         assert np.max(np.abs(wa - wb)) < 10 * tol * np.max(np.abs(wb))
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_add_product_matches_numpy_for_every_rank(dtype, tol):
+    """The rank-K update on a block, for K = 1..16 (passes of 5, 2 and 1 terms) and odd row counts."""
+    rng = np.random.default_rng()
+    for K in range(1, 17):
+        rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 40))
+        r0, r1 = sorted(int(x) for x in rng.integers(0, rows + 1, 2))
+        c0, c1 = sorted(int(x) for x in rng.integers(0, cols + 1, 2))
+        out = rng.standard_normal((rows, cols)).astype(dtype)
+        C = rng.standard_normal((K, rows)).astype(dtype)
+        M = rng.standard_normal((K, cols)).astype(dtype)
+        alpha = float(rng.uniform(-2, 2))
+        want = out.astype(np.float64)
+        want[r0:r1, c0:c1] += alpha * C[:, r0:r1].astype(np.float64).T @ M[:, c0:c1].astype(np.float64)
+        cpu.add_product(out, C, M, K, alpha, r0, r1, c0, c1)
+        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K, err_msg=f"K = {K}")

@@ -135,10 +135,12 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
     """out[r, c] += alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1).
 
     The rank-K update of every step (a layer's gradient step, alpha C^T M)
-    and of the small factor products. Two rows and four terms at a time so
-    that each load of M serves two rows. Loops run over 1-D row views
-    indexed from 0: numba then emits no negative-index wraparound test and
-    LLVM vectorizes.
+    and of the small factor products. Two rows at a time, so that each load
+    of M serves two rows, and up to five terms per pass over them, so that
+    the paper's rank 10 takes two passes (each pass loads and stores the
+    rows: the update is bound by those, not by flops). Loops run over 1-D
+    row views indexed from 0: numba then emits no negative-index wraparound
+    test and LLVM vectorizes.
     """
     width = c1 - c0
     alpha = out.dtype.type(alpha)  # no float64 arithmetic in a float32 sweep
@@ -147,23 +149,32 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
         v = out[r][c0:c1]
         w = out[r + 1][c0:c1]
         k = 0
-        while k + 4 <= K:
-            l0, l1, l2, l3 = alpha * C[k, r], alpha * C[k + 1, r], alpha * C[k + 2, r], alpha * C[k + 3, r]
-            h0, h1, h2, h3 = (alpha * C[k, r + 1], alpha * C[k + 1, r + 1], alpha * C[k + 2, r + 1],
-                              alpha * C[k + 3, r + 1])
-            g0, g1, g2, g3 = M[k][c0:c1], M[k + 1][c0:c1], M[k + 2][c0:c1], M[k + 3][c0:c1]
+        while k + 5 <= K:
+            l0, l1, l2, l3, l4 = (alpha * C[k, r], alpha * C[k + 1, r], alpha * C[k + 2, r],
+                                  alpha * C[k + 3, r], alpha * C[k + 4, r])
+            h0, h1, h2, h3, h4 = (alpha * C[k, r + 1], alpha * C[k + 1, r + 1], alpha * C[k + 2, r + 1],
+                                  alpha * C[k + 3, r + 1], alpha * C[k + 4, r + 1])
+            g0, g1, g2, g3, g4 = M[k][c0:c1], M[k + 1][c0:c1], M[k + 2][c0:c1], M[k + 3][c0:c1], M[k + 4][c0:c1]
             for c in range(width):
-                x0, x1, x2, x3 = g0[c], g1[c], g2[c], g3[c]
-                v[c] += (l0 * x0 + l1 * x1) + (l2 * x2 + l3 * x3)
-                w[c] += (h0 * x0 + h1 * x1) + (h2 * x2 + h3 * x3)
-            k += 4
-        while k < K:
+                x0, x1, x2, x3, x4 = g0[c], g1[c], g2[c], g3[c], g4[c]
+                v[c] += (l0 * x0 + l1 * x1) + (l2 * x2 + l3 * x3) + l4 * x4
+                w[c] += (h0 * x0 + h1 * x1) + (h2 * x2 + h3 * x3) + h4 * x4
+            k += 5
+        while k + 2 <= K:
+            l0, l1 = alpha * C[k, r], alpha * C[k + 1, r]
+            h0, h1 = alpha * C[k, r + 1], alpha * C[k + 1, r + 1]
+            g0, g1 = M[k][c0:c1], M[k + 1][c0:c1]
+            for c in range(width):
+                x0, x1 = g0[c], g1[c]
+                v[c] += l0 * x0 + l1 * x1
+                w[c] += h0 * x0 + h1 * x1
+            k += 2
+        if k < K:
             l0, h0 = alpha * C[k, r], alpha * C[k, r + 1]
             g0 = M[k][c0:c1]
             for c in range(width):
                 v[c] += l0 * g0[c]
                 w[c] += h0 * g0[c]
-            k += 1
         r += 2
     if r < r1:
         v = out[r][c0:c1]
