@@ -55,6 +55,7 @@ from numba import prange
 from . import COMPLETED, CONVERGED, DIVERGED
 from .options import parallel, serial
 from .reference import half_squared_norm, prefix_chain, suffix_chain
+from .hints import prefetch
 from .sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
 from .threads import chooser
 
@@ -74,22 +75,34 @@ WHOLE_MAX_WEIGHTS = 1 << 13
 # Rows per tile (both passes) and columns per block in the downward pass.
 ROW_TILE = 4
 COL_BLOCK = 128
+# Bytes per cache line, for the prefetches of the next tile.
+CACHE_LINE = 64
 
 # Tile kernels: plain loops over 2-D views, shared by serial and parallel sweeps.
 
 
 @serial
-def chain_rows(Vk, A_in, A_out, r0, r1):
+def chain_rows(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
     """A_out[s, r] = sum_c Vk[r, c] A_in[s, c] for rows r in [r0, r1), all s.
 
     Register tile of 4 rows x 2 chain columns; the inner loop over c is a
-    vectorized dot product.
+    vectorized dot product. Meanwhile the elements [a0, a1) of the flat
+    array ``ahead`` (the next tile, or none) are prefetched, a share before
+    each register tile (hints.py).
     """
     din = Vk.shape[1]
     S = A_in.shape[0]
+    line = CACHE_LINE // Vk.itemsize
+    tiles = max((r1 - r0) // 4 * (S // 2), 1)
+    share = max(((a1 - a0 + tiles - 1) // tiles + line - 1) // line * line, line)
+    q = a0
     r = r0
     while r + 4 <= r1:
         for s in range(0, S - 1, 2):
+            qe = min(q + share, a1)
+            while q < qe:
+                prefetch(ahead, q)
+                q += line
             a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = Vk.dtype.type(0)
             for c in range(din):
                 b0 = A_in[s, c]
@@ -233,6 +246,15 @@ def chain_cols(Vk, B_in, acc, r0, r1, c0):
 
 
 @serial
+def prefetch_block(flat, din, r0, r1, c0, c1):
+    """Prefetch rows [r0, r1) x columns [c0, c1) of a (., din) matrix stored flat (hints.py)."""
+    line = CACHE_LINE // flat.itemsize
+    for r in range(r0, r1):
+        for q in range(r * din + c0, r * din + c1, line):
+            prefetch(flat, q)
+
+
+@serial
 def span(d, t, T):
     """Thread t's share [lo, hi) of range(d) among T: contiguous, in whole row tiles."""
     tiles = (d + ROW_TILE - 1) // ROW_TILE
@@ -264,17 +286,18 @@ def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
 
     The update is Vk[r, :] += alpha sum_{k<K} C[k, r] M[k, :]. A range of
     fewer than WHOLE_MAX_WEIGHTS weights is done in one go (it stays in
-    L1/L2); a larger one tile by tile, each tile's three steps while it is in
-    L1.
+    L1/L2); a larger one tile by tile, each tile's three steps while it is
+    in L1, the next tile prefetched during the new chain.
     """
     n = A_in.shape[0] // 2
     din = Vk.shape[1]
+    flat = Vk.reshape(Vk.size)
     step = max(r1 - r0, 1) if (r1 - r0) * din < WHOLE_MAX_WEIGHTS else ROW_TILE
     for r in range(r0, r1, step):
         re = min(r + step, r1)
-        chain_rows(Vk, A_in[:n], A_out[:n], r, re)
+        chain_rows(Vk, A_in[:n], A_out[:n], r, re, flat, 0, 0)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
-        chain_rows(Vk, A_in[n:], A_out[n:], r, re)
+        chain_rows(Vk, A_in[n:], A_out[n:], r, re, flat, re * din, min(re + step, r1) * din)
 
 
 @serial
@@ -288,10 +311,15 @@ def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1, add):
     and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in the same L1
     cache sets. With ``add`` the terms are added to part (part + terms, the
     order ``sum_parts`` adds partial chains in), else they overwrite it.
+    After each tile's old chain the next tile (the next rows of the block, or
+    the first rows of the next block) is prefetched, where the rows are too
+    many to stay in L1/L2 (WHOLE_MAX_WEIGHTS, as in ``up_rows``).
     """
     P = B_in.shape[0]
     dy = P // 2
     din = Vk.shape[1]
+    flat = Vk.reshape(Vk.size)
+    ahead = (r1 - r0) * din >= WHOLE_MAX_WEIGHTS
     for c0 in range(0, din, COL_BLOCK):
         c1 = min(c0 + COL_BLOCK, din)
         acc = blk[:P * (c1 - c0)].reshape((P, c1 - c0))
@@ -299,6 +327,10 @@ def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1, add):
         for r in range(r0, r1, ROW_TILE):
             re = min(r + ROW_TILE, r1)
             chain_cols(Vk, B_in[:dy], acc[:dy], r, re, c0)
+            if ahead and re < r1:
+                prefetch_block(flat, din, re, min(re + ROW_TILE, r1), c0, c1)
+            elif ahead and c1 < din:
+                prefetch_block(flat, din, r0, min(r0 + ROW_TILE, r1), c1, min(c1 + COL_BLOCK, din))
             add_product(Vk, C, M, K, alpha, r, re, c0, c1)
             chain_cols(Vk, B_in[dy:], acc[dy:], r, re, c0)
         for p in range(P):
