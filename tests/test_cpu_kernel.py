@@ -124,6 +124,11 @@ def test_cpu_float32_matches_reference(problem):
     ([40, 33, 33, 33, 12], 16),   # parallel row tiles with a remainder row, dy < n
     ([37, 9, 9, 21], 5),          # dy > n: the rank-n factorization
     ([1024, 64, 64, 10], 16),     # the paper's data shape
+    # rows swept tile by tile with the next tile prefetched (a thread's range
+    # of a layer >= WHOLE_MAX_WEIGHTS), two column blocks going down, the
+    # second one partial (d_in = 160, 136 > COL_BLOCK), ranges of 74-76 rows
+    # ending in a part tile
+    ([1024, 160, 136, 150, 10], 16),
 ])
 def test_edge_and_parallel_shapes_match_reference(dims, n):
     out = run_both(dims, n, "orthogonal", 3, 0.8, steps=30, dtype=np.float64, force_parallel=True)
