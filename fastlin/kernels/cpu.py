@@ -15,7 +15,8 @@ through the old rows, the gradient step eta_i B_i^T E A_i^T = C^T M
 (rank r = min(n, d_y), never formed as a matrix) on those rows, then the new
 chain through the new rows (going down, the chains accumulate over the row
 tiles of a column block). So each weight is read from memory once and
-written once per step.
+written once per step; where a layer is too big for the caches, the next
+tile is prefetched while the current one is worked on from L1 (hints.py).
 
 Threads: a net wide enough (THREADS_MIN_WEIGHTS) is split into one row range
 per thread in every layer. A chunk of steps then runs either in ONE parallel
@@ -53,9 +54,9 @@ import numpy as np
 from numba import prange
 
 from . import COMPLETED, CONVERGED, DIVERGED
+from .hints import prefetch
 from .options import parallel, serial
 from .reference import half_squared_norm, prefix_chain, suffix_chain
-from .hints import prefetch
 from .sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
 from .threads import chooser
 
