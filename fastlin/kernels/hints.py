@@ -18,6 +18,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .sync import element_pointer
+
 # llvm.prefetch(ptr, rw, locality, cache type): read, locality 2 (L2 on x86), data cache.
 _READ, _LOCALITY, _DATA = 0, 2, 1
 
@@ -26,9 +28,7 @@ _READ, _LOCALITY, _DATA = 0, 2, 1
 def prefetch(typingctx, flat, i):
     """Ask for the cache line of flat[i] (a 1-D array, 0 <= i < flat.size) to be brought into L2."""
     def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        ptr = element_pointer(context, builder, sig, args)
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")

@@ -33,7 +33,8 @@ JOIN_POLLS = 1 << 15
 NEVER = 1 << 62
 
 
-def _pointer(context, builder, sig, args):
+def element_pointer(context, builder, sig, args):
+    """In an intrinsic's codegen: the LLVM pointer to args[0][args[1]] (an array and an index)."""
     aryty = sig.args[0]
     ary = context.make_array(aryty)(context, builder, args[0])
     return cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
@@ -43,7 +44,7 @@ def _pointer(context, builder, sig, args):
 def load_acquire(typingctx, flags, i):
     """flags[i], read atomically; later reads see what was written before a matching release."""
     def codegen(context, builder, sig, args):
-        return builder.load_atomic(_pointer(context, builder, sig, args), "acquire", 8)
+        return builder.load_atomic(element_pointer(context, builder, sig, args), "acquire", 8)
     return types.int64(flags, i), codegen
 
 
@@ -52,7 +53,7 @@ def store_release(typingctx, flags, i, value):
     """flags[i] = value, atomically, after every earlier write of this thread."""
     def codegen(context, builder, sig, args):
         value = context.cast(builder, args[2], sig.args[2], types.int64)
-        builder.store_atomic(value, _pointer(context, builder, sig, args), "release", 8)
+        builder.store_atomic(value, element_pointer(context, builder, sig, args), "release", 8)
         return context.get_dummy_value()
     return types.void(flags, i, value), codegen
 
@@ -62,7 +63,7 @@ def fetch_add(typingctx, flags, i, value):
     """flags[i] += value, atomically; returns the old value."""
     def codegen(context, builder, sig, args):
         value = context.cast(builder, args[2], sig.args[2], types.int64)
-        return builder.atomic_rmw("add", _pointer(context, builder, sig, args), value, "seq_cst")
+        return builder.atomic_rmw("add", element_pointer(context, builder, sig, args), value, "seq_cst")
     return types.int64(flags, i, value), codegen
 
 
@@ -72,7 +73,7 @@ def compare_swap(typingctx, flags, i, expected, value):
     def codegen(context, builder, sig, args):
         expected = context.cast(builder, args[2], sig.args[2], types.int64)
         value = context.cast(builder, args[3], sig.args[3], types.int64)
-        pair = builder.cmpxchg(_pointer(context, builder, sig, args), expected, value,
+        pair = builder.cmpxchg(element_pointer(context, builder, sig, args), expected, value,
                                "seq_cst", "seq_cst")
         return builder.extract_value(pair, 0)
     return types.int64(flags, i, expected, value), codegen
