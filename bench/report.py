@@ -35,11 +35,13 @@ def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
 
     * bytes = 2 * itemsize * params: each weight read once and written once
       per step, the floor for exact GD on this model.
-    * flops = params * 2(2c + r), with c = n on the upward pass (two prefix
-      chains of n columns) and c = dy on the downward pass (two suffix chains
-      of dy rows), r = min(n, dy) for the rank-r update; averaged over the two
-      passes this is params * 2(n + dy + r) (72 per parameter for n = 16,
-      dy = 10), the same count as the textbook forward / backward / update.
+    * flops = params * 2(c_new + c_old + r) per pass, r = min(n, dy) for the
+      rank-r update: upward c_new = n (the new prefix chain) and c_old = r
+      (the old chain is carried only as the update's factor, E A^T on dy
+      rows or A itself on n); downward c_new = c_old = dy (both suffix
+      chains). Averaged over the two passes, params * (2n + 4r + 4dy + 2r) / 2
+      = params * (n + 2dy + 3r): 66 per parameter for n = 16, dy = 10,
+      against 2(n + dy + r) = 72 for the textbook forward / backward / update.
 
     The first layer (d_1 x d_0) enters the step only through Z = V_1 X
     (fastlin/kernels/cpu.py, "The first layer"): 2 d_1 n (dy + n) flops and
@@ -49,7 +51,7 @@ def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
     params = sum(int(dims[i]) * int(dims[i - 1]) for i in range(1, len(dims)))
     swept = params - int(dims[1]) * int(dims[0])
     r = min(n, dy)
-    flops_per_param = (2 * (2 * n + r) + 2 * (2 * dy + r)) / 2
+    flops_per_param = (2 * (n + 2 * r) + 2 * (2 * dy + r)) / 2
     d1 = int(dims[1])
     return {"params": params,
             "flops": swept * flops_per_param + 2 * d1 * n * (dy + n),

@@ -21,9 +21,11 @@ def test_step_floor_counts_swept_layers_fully_and_the_first_through_z():
     swept = sum(dims[i] * dims[i - 1] for i in range(2, L + 1))
     r = min(n, dy)
     assert floor["params"] == swept + dims[1] * dx
-    # flops: the textbook count of layers 2..L (forward n, backward dy, update r
-    # multiply-adds per weight, as reference.py does them) plus the Z step.
-    assert floor["flops"] == 2 * swept * (n + dy + r) + 2 * dims[1] * n * (dy + n)
+    # flops: the one-pass count of layers 2..L (going up the new chain's n, the
+    # old chain's r and the update's r multiply-adds per weight; going down two
+    # chains of dy and the update's r), averaged over the passes, plus the Z step.
+    up, down = 2 * (n + r + r), 2 * (dy + dy + r)
+    assert floor["flops"] == swept * (up + down) / 2 + 2 * dims[1] * n * (dy + n)
     assert floor["bytes"] == 16 * swept + 32 * n * dims[1]
 
 

@@ -112,7 +112,7 @@ class Config:
 
     @property
     def step_weights(self) -> int:
-        """Weights one GD step of this configuration's backend sweeps (about 72 flops each).
+        """Weights one GD step of this configuration's backend sweeps (66-72 flops each).
 
         All of them on "numpy"; the "cpu" and "cuda" kernels step the first
         layer through Z = V_1 X (fastlin/kernels/cpu.py, cuda_step.py) and

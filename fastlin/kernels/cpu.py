@@ -6,6 +6,8 @@ Each GD step is ONE sweep over the weights, alternating direction:
   V_i(t+1) = V_i(t) - eta_i B_i(t)^T E(t) A_i(t)^T, while the old prefix chain
   A_{i+1}(t) = V_i(t) A_i(t) and the new one A'_{i+1}(t+1) = V_i(t+1) A'_i(t+1)
   are carried up; A'(t+1) is cached and A'_{L+1}(t+1) = f(t+1) gives E(t+1).
+  The gradient needs the old chain only as E A_i^T when d_y <= n, so that is
+  what is carried, on d_y rows instead of n: E A_{i+1}^T = (E A_i^T) V_i(t)^T.
 * downward pass (layers L..1), symmetric: B_{i-1}(t+1) = B_i V_i(t+1) (old)
   and B'_{i-1}(t+2) = B'_i V_i(t+2) (new, cached); B'_1 Z(t+2) = f(t+2)
   (Z = V_1 X, see "The first layer" below).
@@ -40,8 +42,10 @@ differs (tested against the reference like every other layer).
 
 Layout: all V_i in one flat buffer (layer k at ``voff[k]``, shape
 (d_{k+1}, d_k)); chains stored transposed with both halves in one block per
-level j = 0..L: ``A2`` level j is (2n, d_j) (rows 0..n-1 old A, n..2n-1 new
-A'), ``B2`` level j is (2 d_y, d_j) (rows 0..dy-1 old B, dy..2dy-1 new B').
+level j = 0..L: ``A2`` level j is (2n, d_j) (rows 0..r-1 the old chain's
+"old rows", E A^T if d_y <= n (r = d_y) else A (r = n), valid during an
+upward pass only; rows n..2n-1 the new A'), ``B2`` level j is (2 d_y, d_j)
+(rows 0..dy-1 old B, dy..2dy-1 new B').
 """
 
 from __future__ import annotations
@@ -283,7 +287,7 @@ def level(buf, off, dims, j, rows):
 
 @serial
 def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
-    """Rows [r0, r1) of one upward layer: old chain, update, new chain.
+    """Rows [r0, r1) of one upward layer: old chain (its K old rows), update, new chain.
 
     The update is Vk[r, :] += alpha sum_{k<K} C[k, r] M[k, :]. A range of
     fewer than WHOLE_MAX_WEIGHTS weights is done in one go (it stays in
@@ -296,7 +300,7 @@ def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
     step = max(r1 - r0, 1) if (r1 - r0) * din < WHOLE_MAX_WEIGHTS else ROW_TILE
     for r in range(r0, r1, step):
         re = min(r + step, r1)
-        chain_rows(Vk, A_in[:n], A_out[:n], r, re, flat, 0, 0)
+        chain_rows(Vk, A_in[:K], A_out[:K], r, re, flat, 0, 0)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
         chain_rows(Vk, A_in[n:], A_out[n:], r, re, flat, re * din, min(re + step, r1) * din)
 
@@ -416,7 +420,7 @@ def first_layer(Z_T, B1, E, eta0, G, S_T, M_T, c0, c1):
 
 
 @serial
-def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
+def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, S_T, M_T):
     """Thread t of T: step t -> t+1 going up; returns (loss(t+1), epoch).
 
     Every layer is split into R row ranges (``span``); thread t sweeps range
@@ -426,19 +430,23 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
     The gradient step of layer k is eta_k B^T E A^T = alpha C^T M with rank
     r = min(n, d_y). d_y <= n: C = B (cached), M = E A^T, alpha = -eta_k;
     d_y > n: C = eta_k E^T B on the thread's own rows, M = A^T, alpha = -1.
-    Each thread forms its own M from the whole A (which it needs anyway for
-    its rows' chains): moving M between cores would cost more than the
-    d_y n d_in multiply-adds.
+    Either way M is what the old chain carries up (its r "old rows" of each
+    level, see the module docstring): E A_{k+1}^T = (E A_k^T) V_k^T is the
+    same product as A_{k+1} = V_k A_k, on d_y rows instead of n, so the
+    factor is never formed from A.
     """
     V, voff, dims, A2, aoff, B2, boff = net
     Y, G, eta = data
     dy, n = E.shape
     L = dims.size - 1
-    # Level 1 holds Z(t)^T in its new half: keep it as the old half, step it.
+    # Level 1 holds Z(t)^T in its new half: its old rows (E Z^T or Z^T) from it, then step it.
     Z2 = level(A2, aoff, dims, 1, 2 * n)
     c0, c1 = own(dims[1], t, T, R)
-    for s in range(n):
-        Z2[s][c0:c1] = Z2[n + s][c0:c1]
+    if dy <= n:
+        set_block(Z2, ET, Z2[n:], n, 1.0, 0, dy, c0, c1)
+    else:
+        for s in range(n):
+            Z2[s][c0:c1] = Z2[n + s][c0:c1]
     first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
@@ -449,8 +457,7 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T):
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
         r0, r1 = own(dout, t, T, R)
         if dy <= n:
-            set_block(Mf, ET, A_in[:n], n, 1.0, 0, dy, 0, din)
-            up_rows(Vk, A_in, A_out, B_cached, Mf, dy, -eta[k], r0, r1)
+            up_rows(Vk, A_in, A_out, B_cached, A_in[:dy], dy, -eta[k], r0, r1)
         else:
             set_block(Cf, E, B_cached, dy, eta[k], 0, n, r0, r1)
             up_rows(Vk, A_in, A_out, Cf, A_in[:n], n, -1.0, r0, r1)
@@ -528,7 +535,7 @@ def run_thread(t, T, R, flags, net, data, bufs, phase, loss_out, loss_stop, resu
     done, status = loss_out.size, COMPLETED
     for i in range(loss_out.size):
         if phase == 0:
-            loss, epoch = up_pass(t, T, R, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T)
+            loss, epoch = up_pass(t, T, R, flags, epoch, net, data, E[t], ET[t], Cf[t], S_T, M_T)
         else:
             loss, epoch = down_pass(t, T, R, flags, epoch, net, data, E[t], ET[t], Cf[t], Mf[t], S_T, M_T,
                                     parts, blks[t], fparts, f_T[t])
