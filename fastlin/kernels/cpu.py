@@ -593,7 +593,7 @@ class State:
         self.eta = np.asarray(eta, dtype=dtype)
         dmax = int(self.dims.max())
         threads = numba.config.NUMBA_NUM_THREADS
-        # Per thread: the factors M = E A^T (d_y <= n) and C = eta E^T B
+        # Per thread: the factors M = E A^T of a downward layer (d_y <= n) and C = eta E^T B
         # (d_y > n), E and E^T, two sets of partial chains of a downward layer,
         # the column-block accumulator, partial and summed outputs f^T.
         # Shared: the first layer's S^T and M^T (columns split among threads).
