@@ -125,9 +125,9 @@ def test_cpu_float32_matches_reference(problem):
     ([37, 9, 9, 21], 5),          # dy > n: the rank-n factorization
     ([1024, 64, 64, 10], 16),     # the paper's data shape
     # rows swept tile by tile with the next tile prefetched (a thread's range
-    # of a layer >= WHOLE_MAX_WEIGHTS), two column blocks going down, the
-    # second one partial (d_in = 160, 136 > COL_BLOCK), ranges of 74-76 rows
-    # ending in a part tile
+    # of a layer >= WHOLE_MAX_WEIGHTS), going down blocks of 12-13 rows
+    # (DOWN_BYTES) and a d_in (150) with columns after the last whole strip,
+    # ranges of 74-76 rows ending in a part tile and a part block
     ([1024, 160, 136, 150, 10], 16),
 ])
 def test_edge_and_parallel_shapes_match_reference(dims, n):
@@ -280,3 +280,22 @@ def test_add_product_matches_numpy_for_every_rank(dtype, tol):
         want[r0:r1, c0:c1] += alpha * C[:, r0:r1].astype(np.float64).T @ M[:, c0:c1].astype(np.float64)
         cpu.add_product(out, C, M, K, alpha, r0, r1, c0, c1)
         np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K, err_msg=f"K = {K}")
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_chain_cols_matches_numpy_for_every_chain_count(dtype, tol):
+    """The downward chains' terms, P = 1..13 (groups of 5 and single chains), widths off the strip width."""
+    rng = np.random.default_rng()
+    for P in range(1, 14):
+        rows, cols = int(rng.integers(1, 30)), int(rng.integers(1, 60))
+        r0, r1 = sorted(int(x) for x in rng.integers(0, rows + 1, 2))
+        Vk = rng.standard_normal((rows, cols)).astype(dtype)
+        B_in = rng.standard_normal((P, rows)).astype(dtype)
+        acc = rng.standard_normal((P, cols)).astype(dtype)
+        terms = B_in[:, r0:r1].astype(np.float64) @ Vk[r0:r1].astype(np.float64)
+        for first in (True, False):
+            want = terms if first else acc.astype(np.float64) + terms
+            got = acc.copy()
+            cpu.chain_cols(Vk, B_in, got, r0, r1, first)
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(r1 - r0, 1),
+                                       err_msg=f"P = {P}, first = {first}")

@@ -12,11 +12,12 @@ Each GD step is ONE sweep over the weights, alternating direction:
   and B'_{i-1}(t+2) = B'_i V_i(t+2) (new, cached); B'_1 Z(t+2) = f(t+2)
   (Z = V_1 X, see "The first layer" below).
 
-Each tile of a few rows is handled while it sits in L1: the old chain
-through the old rows, the gradient step eta_i B_i^T E A_i^T = C^T M
-(rank r = min(n, d_y), never formed as a matrix) on those rows, then the new
-chain through the new rows (going down, the chains accumulate over the row
-tiles of a column block). So each weight is read from memory once and
+Each tile of a few rows is handled while it sits in L1 (L2 for the widest
+layers): the old chain through the old rows, the gradient step
+eta_i B_i^T E A_i^T = C^T M (rank r = min(n, d_y), never formed as a
+matrix) on those rows, then the new chain through the new rows (going down,
+the chains accumulate over the row blocks, five chains' column strips at a
+time held in registers: simd.py). So each weight is read from memory once and
 written once per step; where a layer is too big for the caches, the next
 tile is prefetched while the current one is worked on from L1 (hints.py).
 
@@ -60,6 +61,7 @@ from numba import prange
 from . import COMPLETED, CONVERGED, DIVERGED
 from .hints import prefetch
 from .options import parallel, serial
+from .simd import LINE_BYTES, load, madd, splat, store
 from .reference import half_squared_norm, prefix_chain, suffix_chain
 from .sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
 from .threads import chooser
@@ -77,9 +79,14 @@ THREADS_MIN_WEIGHTS = 1 << 12
 # A thread's rows of an upward layer are swept in one go below this many
 # weights (they stay in L1/L2), tile by tile above.
 WHOLE_MAX_WEIGHTS = 1 << 13
-# Rows per tile (both passes) and columns per block in the downward pass.
+# Rows per tile (both passes; the unit of the row ranges).
 ROW_TILE = 4
-COL_BLOCK = 128
+# A block of the downward pass (its chains' strips stay in registers over its
+# rows) has as many rows as fill DOWN_BYTES, and at least DOWN_ROWS: a
+# strip's rows lie d_in apart, and from 4 KiB apart on they share one L1 set,
+# of which an L1 has 8 ways (measured: bench/README.md).
+DOWN_BYTES = 1 << 14
+DOWN_ROWS = 8
 # Bytes per cache line, for the prefetches of the next tile.
 CACHE_LINE = 64
 
@@ -214,40 +221,81 @@ def set_block(out, C, M, K, alpha, r0, r1, c0, c1):
 
 
 @serial
-def chain_cols(Vk, B_in, acc, r0, r1, c0):
-    """acc[p, c] += sum_{r in [r0, r1)} B_in[p, r] Vk[r, c0 + c] for all p and c < acc width.
+def strips5(flat, din, B_in, acc, p, r0, r1, c1, first):
+    """acc[p + j, :c1] (= or +=) sum_{r in [r0, r1)} B_in[p + j, r] Vk[r, :c1] for j < 5 (Vk stored flat).
 
-    Four rows of Vk by two chain rows at a time: each load of Vk serves two
-    outputs.
+    One column strip (a cache line, simd.Vec) at a time: the five chains'
+    strips stay in registers while the rows of the strip stream past, each
+    loaded once for five multiply-adds. c1 is a multiple of the strip width.
+    """
+    W = LINE_BYTES // flat.itemsize
+    zero = splat(flat.dtype.type(0))
+    o0, o1, o2, o3, o4 = acc[p], acc[p + 1], acc[p + 2], acc[p + 3], acc[p + 4]
+    b0, b1, b2, b3, b4 = B_in[p], B_in[p + 1], B_in[p + 2], B_in[p + 3], B_in[p + 4]
+    for c in range(0, c1, W):
+        if first:
+            a0 = a1 = a2 = a3 = a4 = zero
+        else:
+            a0, a1, a2, a3, a4 = load(o0, c), load(o1, c), load(o2, c), load(o3, c), load(o4, c)
+        q = r0 * din + c
+        for r in range(r0, r1):
+            v = load(flat, q)
+            a0 = madd(a0, splat(b0[r]), v)
+            a1 = madd(a1, splat(b1[r]), v)
+            a2 = madd(a2, splat(b2[r]), v)
+            a3 = madd(a3, splat(b3[r]), v)
+            a4 = madd(a4, splat(b4[r]), v)
+            q += din
+        store(o0, c, a0)
+        store(o1, c, a1)
+        store(o2, c, a2)
+        store(o3, c, a3)
+        store(o4, c, a4)
+
+
+@serial
+def strips1(flat, din, B_in, acc, p, r0, r1, c1, first):
+    """``strips5`` for the one chain p."""
+    W = LINE_BYTES // flat.itemsize
+    o0, b0 = acc[p], B_in[p]
+    for c in range(0, c1, W):
+        a0 = splat(flat.dtype.type(0)) if first else load(o0, c)
+        q = r0 * din + c
+        for r in range(r0, r1):
+            a0 = madd(a0, splat(b0[r]), load(flat, q))
+            q += din
+        store(o0, c, a0)
+
+
+@serial
+def chain_cols(Vk, B_in, acc, r0, r1, first):
+    """acc[p, :] (= if first, else +=) sum_{r in [r0, r1)} B_in[p, r] Vk[r, :] for all p.
+
+    Five chains at a time (``strips5``), the rest one by one; the columns
+    after the last whole strip (d_in not a multiple of its width) by plain
+    loops.
     """
     P = B_in.shape[0]
-    width = acc.shape[1]
-    c1 = c0 + width
-    r = r0
-    while r + 4 <= r1:
-        v0, v1, v2, v3 = Vk[r][c0:c1], Vk[r + 1][c0:c1], Vk[r + 2][c0:c1], Vk[r + 3][c0:c1]
-        for p in range(0, P - 1, 2):
-            b0, b1, b2, b3 = B_in[p, r], B_in[p, r + 1], B_in[p, r + 2], B_in[p, r + 3]
-            d0, d1, d2, d3 = B_in[p + 1, r], B_in[p + 1, r + 1], B_in[p + 1, r + 2], B_in[p + 1, r + 3]
-            o0, o1 = acc[p], acc[p + 1]
-            for c in range(width):
-                x0, x1, x2, x3 = v0[c], v1[c], v2[c], v3[c]
-                o0[c] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
-                o1[c] += (d0 * x0 + d1 * x1) + (d2 * x2 + d3 * x3)
-        if P % 2 == 1:
-            b0, b1, b2, b3 = B_in[P - 1, r], B_in[P - 1, r + 1], B_in[P - 1, r + 2], B_in[P - 1, r + 3]
-            o0 = acc[P - 1]
-            for c in range(width):
-                o0[c] += (b0 * v0[c] + b1 * v1[c]) + (b2 * v2[c] + b3 * v3[c])
-        r += 4
-    while r < r1:
-        v0 = Vk[r][c0:c1]
-        for p in range(P):
-            b0 = B_in[p, r]
-            out = acc[p]
-            for c in range(width):
-                out[c] += b0 * v0[c]
-        r += 1
+    din = Vk.shape[1]
+    flat = Vk.reshape(Vk.size)
+    W = LINE_BYTES // Vk.itemsize
+    full = din // W * W
+    p = 0
+    while p + 5 <= P:
+        strips5(flat, din, B_in, acc, p, r0, r1, full, first)
+        p += 5
+    while p < P:
+        strips1(flat, din, B_in, acc, p, r0, r1, full, first)
+        p += 1
+    for p in range(P):
+        o = acc[p][full:din]
+        if first:
+            o[:] = 0
+        for r in range(r0, r1):
+            b = B_in[p, r]
+            v = Vk[r][full:din]
+            for c in range(din - full):
+                o[c] += b * v[c]
 
 
 @serial
@@ -306,18 +354,16 @@ def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
 
 
 @serial
-def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1, add):
+def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     """Rows [r0, r1) of one downward layer: their terms of both chains and their update.
 
     part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c], through the old rows
-    for the old chain (p < d_y) and, after the update of each row tile (as in
-    ``up_rows``), through the new rows for the new chain. Column blocks of
-    COL_BLOCK accumulate in the flat buffer blk: rows of part lie d_in apart,
-    and at d_in = 1024 (8 KB) the 2 d_y of them would all fall in the same L1
-    cache sets. With ``add`` the terms are added to part (part + terms, the
-    order ``sum_parts`` adds partial chains in), else they overwrite it.
-    After each tile's old chain the next tile (the next rows of the block, or
-    the first rows of the next block) is prefetched, where the rows are too
+    for the old chain (p < d_y) and, after the update of each block of rows
+    (DOWN_BYTES, at least DOWN_ROWS rows; as in ``up_rows``), through the new
+    rows for the new chain. The terms accumulate in acc ((2 d_y, d_in), the
+    thread's own); with ``add`` they are then added to part (part + terms, the order
+    ``sum_parts`` adds partial chains in), else they overwrite it. After each
+    block's old chain the next block is prefetched, where the rows are too
     many to stay in L1/L2 (WHOLE_MAX_WEIGHTS, as in ``up_rows``).
     """
     P = B_in.shape[0]
@@ -325,24 +371,21 @@ def down_rows(Vk, B_in, part, blk, C, M, K, alpha, r0, r1, add):
     din = Vk.shape[1]
     flat = Vk.reshape(Vk.size)
     ahead = (r1 - r0) * din >= WHOLE_MAX_WEIGHTS
-    for c0 in range(0, din, COL_BLOCK):
-        c1 = min(c0 + COL_BLOCK, din)
-        acc = blk[:P * (c1 - c0)].reshape((P, c1 - c0))
+    rows = max(DOWN_ROWS, DOWN_BYTES // (din * Vk.itemsize))
+    for r in range(r0, r1, rows):
+        re = min(r + rows, r1)
+        chain_cols(Vk, B_in[:dy], acc[:dy], r, re, r == r0)
+        if ahead and re < r1:
+            prefetch_block(flat, din, re, min(re + rows, r1), 0, din)
+        add_product(Vk, C, M, K, alpha, r, re, 0, din)
+        chain_cols(Vk, B_in[dy:], acc[dy:], r, re, r == r0)
+    if r1 == r0:
         acc[:] = 0
-        for r in range(r0, r1, ROW_TILE):
-            re = min(r + ROW_TILE, r1)
-            chain_cols(Vk, B_in[:dy], acc[:dy], r, re, c0)
-            if ahead and re < r1:
-                prefetch_block(flat, din, re, min(re + ROW_TILE, r1), c0, c1)
-            elif ahead and c1 < din:
-                prefetch_block(flat, din, r0, min(r0 + ROW_TILE, r1), c1, min(c1 + COL_BLOCK, din))
-            add_product(Vk, C, M, K, alpha, r, re, c0, c1)
-            chain_cols(Vk, B_in[dy:], acc[dy:], r, re, c0)
-        for p in range(P):
-            if add:
-                part[p][c0:c1] += acc[p]
-            else:
-                part[p][c0:c1] = acc[p]
+    for p in range(P):
+        if add:
+            part[p] += acc[p]
+        else:
+            part[p] = acc[p]
 
 
 @serial
@@ -499,11 +542,12 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
             # One thread adds range after range straight into B, as sum_parts would.
             part = B_out if T == 1 else parts[k % 2, u][:P * din].reshape((P, din))
             add = T == 1 and u > 0
+            acc = blk[:P * din].reshape((P, din))
             if dy <= n:
-                down_rows(Vk, B_in, part, blk, B_in[:dy], Mf, dy, -eta[k], r0, r1, add)
+                down_rows(Vk, B_in, part, acc, B_in[:dy], Mf, dy, -eta[k], r0, r1, add)
             else:
                 set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, r0, r1)
-                down_rows(Vk, B_in, part, blk, Cf, A_cached, n, -1.0, r0, r1, add)
+                down_rows(Vk, B_in, part, acc, Cf, A_cached, n, -1.0, r0, r1, add)
         if T > 1:
             epoch = barrier(flags, t, T, epoch)
             c0, c1 = span(din, t, T)
@@ -595,7 +639,7 @@ class State:
         threads = numba.config.NUMBA_NUM_THREADS
         # Per thread: the factors M = E A^T of a downward layer (d_y <= n) and C = eta E^T B
         # (d_y > n), E and E^T, two sets of partial chains of a downward layer,
-        # the column-block accumulator, partial and summed outputs f^T.
+        # the downward chains' accumulator, partial and summed outputs f^T.
         # Shared: the first layer's S^T and M^T (columns split among threads).
         self.Mf = np.zeros((threads, dy, dmax), dtype=dtype)
         self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
@@ -605,7 +649,7 @@ class State:
         self.E, self.ET = self.Es[0], self.ETs[0]
         self.Cf = np.zeros((threads, n, dmax), dtype=dtype)
         self.parts = np.zeros((2, threads, 2 * dy * dmax), dtype=dtype)
-        self.blks = np.zeros((threads, 2 * dy * COL_BLOCK), dtype=dtype)
+        self.blks = np.zeros((threads, 2 * dy * dmax), dtype=dtype)
         self.fparts = np.zeros((threads, n, dy), dtype=dtype)
         self.f_Ts = np.zeros((threads, n, dy), dtype=dtype)
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
