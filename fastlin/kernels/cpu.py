@@ -61,8 +61,8 @@ from numba import prange
 from . import COMPLETED, CONVERGED, DIVERGED
 from .hints import prefetch
 from .options import parallel, serial
-from .simd import LINE_BYTES, load, madd, splat, store
 from .reference import half_squared_norm, prefix_chain, suffix_chain
+from .simd import LINE_BYTES, load, madd, splat, store
 from .sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
 from .threads import chooser
 
@@ -361,8 +361,8 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     for the old chain (p < d_y) and, after the update of each block of rows
     (DOWN_BYTES, at least DOWN_ROWS rows; as in ``up_rows``), through the new
     rows for the new chain. The terms accumulate in acc ((2 d_y, d_in), the
-    thread's own); with ``add`` they are then added to part (part + terms, the order
-    ``sum_parts`` adds partial chains in), else they overwrite it. After each
+    thread's own); with ``add`` they are then added to part (part + terms,
+    the order ``sum_parts`` adds partial chains in), else they overwrite it. After each
     block's old chain the next block is prefetched, where the rows are too
     many to stay in L1/L2 (WHOLE_MAX_WEIGHTS, as in ``up_rows``).
     """
@@ -535,6 +535,7 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
         B_in = level(B2, boff, dims, k + 1, P)
         B_out = level(B2, boff, dims, k, P)
         A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
+        acc = blk[:P * din].reshape((P, din))
         if dy <= n:
             set_block(Mf, ET, A_cached, n, 1.0, 0, dy, 0, din)
         for u in range(t, R, T):
@@ -542,7 +543,6 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
             # One thread adds range after range straight into B, as sum_parts would.
             part = B_out if T == 1 else parts[k % 2, u][:P * din].reshape((P, din))
             add = T == 1 and u > 0
-            acc = blk[:P * din].reshape((P, din))
             if dy <= n:
                 down_rows(Vk, B_in, part, acc, B_in[:dy], Mf, dy, -eta[k], r0, r1, add)
             else:
