@@ -103,14 +103,3 @@ def madd(typingctx, acc, a, b):
         product = builder.fmul(args[1], args[2], flags=("contract",))
         return builder.fadd(args[0], product, flags=("contract",))
     return acc(acc, a, b), codegen
-
-
-@intrinsic
-def add(typingctx, a, b):
-    """a + b, lane by lane."""
-    if not (isinstance(a, Vec) and a == b):
-        raise TypingError(f"simd.add: two Vecs of one dtype are needed, got {a}, {b}")
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return a(a, b), codegen
