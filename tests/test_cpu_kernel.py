@@ -125,7 +125,7 @@ def test_cpu_float32_matches_reference(problem):
     ([37, 9, 9, 21], 5),          # dy > n: the rank-n factorization
     ([1024, 64, 64, 10], 16),     # the paper's data shape
     # rows swept tile by tile with the next tile prefetched (a thread's range
-    # of a layer >= WHOLE_MAX_WEIGHTS), going down blocks of 12-13 rows
+    # of a layer >= WHOLE_MAX_WEIGHTS), going down blocks of 12-15 rows
     # (DOWN_BYTES) and a d_in (150) with columns after the last whole strip,
     # ranges of 74-76 rows ending in a part tile and a part block
     ([1024, 160, 136, 150, 10], 16),

@@ -18,8 +18,8 @@ no flag assumes finite values.
 
 from llvmlite import ir
 from numba.core import types
-from numba.core.errors import TypingError
 from numba.core.datamodel import models, register_default
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from .sync import element_pointer
@@ -28,7 +28,7 @@ LINE_BYTES = 64
 
 
 class Vec(types.Type):
-    """LANES(dtype) elements of a float dtype, held as one LLVM vector."""
+    """``lanes`` elements of a float dtype (one cache line of them), held as one LLVM vector."""
 
     def __init__(self, dtype):
         self.dtype = dtype
