@@ -266,10 +266,10 @@ def test_first_layer_through_z_stays_exact_to_convergence(dx, L, m, dtype, tol):
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
 def test_add_product_matches_numpy_for_every_rank(dtype, tol):
-    """The rank-K update on a block, for K = 1..16 (passes of 5, 2 and 1 terms) and odd row counts."""
+    """The rank-K update on a block, K = 1..16 (passes of 5, 2 and 1 terms), odd row counts, widths off the strip."""
     rng = np.random.default_rng()
-    for K in range(1, 17):
-        rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 40))
+    for K in [K for K in range(1, 17) for _ in range(3)]:
+        rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 70))
         r0, r1 = sorted(int(x) for x in rng.integers(0, rows + 1, 2))
         c0, c1 = sorted(int(x) for x in rng.integers(0, cols + 1, 2))
         out = rng.standard_normal((rows, cols)).astype(dtype)

@@ -15,9 +15,10 @@ Each GD step is ONE sweep over the weights, alternating direction:
 Each tile of a few rows is handled while it sits in L1 (L2 for the widest
 layers): the old chain through the old rows, the gradient step
 eta_i B_i^T E A_i^T = C^T M (rank r = min(n, d_y), never formed as a
-matrix) on those rows, then the new chain through the new rows (going down,
-the chains accumulate over the row blocks, five chains' column strips at a
-time held in registers: simd.py). So each weight is read from memory once and
+matrix) on those rows, two rows' column strips at a time held in registers
+over five terms, then the new chain through the new rows (going down, the
+chains accumulate over the row blocks, five chains' column strips at a time
+held in registers; the strips are explicit vectors: simd.py). So each weight is read from memory once and
 written once per step; where a layer is too big for the caches, the next
 tile is prefetched while the current one is worked on from L1 (hints.py).
 
@@ -79,8 +80,15 @@ THREADS_MIN_WEIGHTS = 1 << 12
 # A thread's rows of an upward layer are swept in one go below this many
 # weights (they stay in L1/L2), tile by tile above.
 WHOLE_MAX_WEIGHTS = 1 << 13
-# Rows per tile (both passes; the unit of the row ranges).
+# Rows per tile of the upward pass.
 ROW_TILE = 4
+# The row ranges of the threads start at multiples of RANGE_UNIT rows: of
+# ROW_TILE, and of every dtype's column strip (simd.Vec, 16 float32), because
+# a range's rows are the columns of some small products (``add_product``
+# runs whole strips from a block's first column, plain loops after them).
+# Then every row and column has the same arithmetic whether one thread sweeps
+# all ranges or each thread its own.
+RANGE_UNIT = LINE_BYTES // 4
 # A block of the downward pass (its chains' strips stay in registers over its
 # rows) has as many rows as fill DOWN_BYTES, and at least DOWN_ROWS: a
 # strip's rows lie d_in apart, and from 4 KiB apart on they share one L1 set,
@@ -156,18 +164,17 @@ def chain_rows(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
 
 
 @serial
-def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
-    """out[r, c] += alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1).
+def add_rows(out, C, M, K, alpha, r0, r1, c0, c1):
+    """``add_product`` in plain loops (LLVM vectorizes them): for the terms,
+    rows and columns that do not fill its explicit-vector passes.
 
-    The rank-K update of every step (a layer's gradient step, alpha C^T M)
-    and of the small factor products. Two rows at a time, so that each load
-    of M serves two rows, and up to five terms per pass over them, so that
-    the paper's rank 10 takes two passes (each pass loads and stores the
-    rows: the update is bound by those, not by flops). Loops run over 1-D
-    row views indexed from 0: numba then emits no negative-index wraparound
-    test and LLVM vectorizes.
+    Two rows at a time, so that each load of M serves two rows, and up to
+    five terms per pass over them. Loops run over 1-D row views indexed from
+    0: numba then emits no negative-index wraparound test.
     """
     width = c1 - c0
+    if width <= 0 or r1 <= r0:
+        return
     alpha = out.dtype.type(alpha)  # no float64 arithmetic in a float32 sweep
     r = r0
     while r + 2 <= r1:
@@ -208,6 +215,47 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
             g0 = M[k][c0:c1]
             for c in range(width):
                 v[c] += l0 * g0[c]
+
+
+@serial
+def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
+    """out[r, c] += alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1).
+
+    The rank-K update of every step (a layer's gradient step, alpha C^T M)
+    and of the small factor products. Two rows at a time, so that each load
+    of M serves two rows, and five terms per pass over them, so that the
+    paper's rank 10 takes two passes (each pass loads and stores the rows:
+    the update is bound by those, not by flops), one column strip (a cache
+    line, simd.Vec) at a time: the two rows' sums stay in registers for the
+    five terms. The terms, the odd row and the columns left over go to
+    ``add_rows``.
+    """
+    W = LINE_BYTES // out.itemsize
+    c2 = c0 + (c1 - c0) // W * W
+    r2 = r0 + (r1 - r0) // 2 * 2
+    K5 = K // 5 * 5
+    alpha = out.dtype.type(alpha)  # no float64 arithmetic in a float32 sweep
+    for r in range(r0, r2, 2):
+        v, w = out[r][c0:c2], out[r + 1][c0:c2]
+        for k in range(0, K5, 5):
+            l0, l1, l2, l3, l4 = (splat(alpha * C[k, r]), splat(alpha * C[k + 1, r]), splat(alpha * C[k + 2, r]),
+                                  splat(alpha * C[k + 3, r]), splat(alpha * C[k + 4, r]))
+            h0, h1, h2, h3, h4 = (splat(alpha * C[k, r + 1]), splat(alpha * C[k + 1, r + 1]),
+                                  splat(alpha * C[k + 2, r + 1]), splat(alpha * C[k + 3, r + 1]),
+                                  splat(alpha * C[k + 4, r + 1]))
+            g0, g1, g2, g3, g4 = M[k][c0:c2], M[k + 1][c0:c2], M[k + 2][c0:c2], M[k + 3][c0:c2], M[k + 4][c0:c2]
+            for c in range(0, c2 - c0, W):
+                x0, x1, x2, x3, x4 = load(g0, c), load(g1, c), load(g2, c), load(g3, c), load(g4, c)
+                # Both sums before either store: a store to v may alias M, so
+                # storing first would keep all of x live across it (spills).
+                a = madd(madd(madd(madd(madd(load(v, c), l0, x0), l1, x1), l2, x2), l3, x3), l4, x4)
+                b = madd(madd(madd(madd(madd(load(w, c), h0, x0), h1, x1), h2, x2), h3, x3), h4, x4)
+                store(v, c, a)
+                store(w, c, b)
+    if K5 < K:
+        add_rows(out, C[K5:], M[K5:], K - K5, alpha, r0, r2, c0, c2)
+    add_rows(out, C, M, K, alpha, r2, r1, c0, c2)
+    add_rows(out, C, M, K, alpha, r0, r1, c2, c1)
 
 
 @serial
@@ -309,9 +357,9 @@ def prefetch_block(flat, din, r0, r1, c0, c1):
 
 @serial
 def span(d, t, T):
-    """Thread t's share [lo, hi) of range(d) among T: contiguous, in whole row tiles."""
-    tiles = (d + ROW_TILE - 1) // ROW_TILE
-    return min(tiles * t // T * ROW_TILE, d), min(tiles * (t + 1) // T * ROW_TILE, d)
+    """Thread t's share [lo, hi) of range(d) among T: contiguous, in whole units of RANGE_UNIT."""
+    units = (d + RANGE_UNIT - 1) // RANGE_UNIT
+    return min(units * t // T * RANGE_UNIT, d), min(units * (t + 1) // T * RANGE_UNIT, d)
 
 
 @serial
@@ -320,7 +368,7 @@ def own(d, t, T, R):
 
     One thread may take all R ranges in one go wherever the arithmetic of
     each row or column does not depend on where its range starts (ranges
-    start at multiples of ROW_TILE, so the tile kernels' row groups agree).
+    start at multiples of RANGE_UNIT, so the tile kernels' row groups agree).
     """
     if T == 1:
         return 0, d
