@@ -227,8 +227,8 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
     paper's rank 10 takes two passes (each pass loads and stores the rows:
     the update is bound by those, not by flops), one column strip (a cache
     line, simd.Vec) at a time: the two rows' sums stay in registers for the
-    five terms. The terms, the odd row and the columns left over go to
-    ``add_rows``.
+    five terms; the terms left over one at a time. The odd row and the
+    columns after the last whole strip go to ``add_rows``.
     """
     W = LINE_BYTES // out.itemsize
     c2 = c0 + (c1 - c0) // W * W
@@ -252,8 +252,13 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
                 b = madd(madd(madd(madd(madd(load(w, c), h0, x0), h1, x1), h2, x2), h3, x3), h4, x4)
                 store(v, c, a)
                 store(w, c, b)
-    if K5 < K:
-        add_rows(out, C[K5:], M[K5:], K - K5, alpha, r0, r2, c0, c2)
+        for k in range(K5, K):
+            l0, h0, g0 = splat(alpha * C[k, r]), splat(alpha * C[k, r + 1]), M[k][c0:c2]
+            for c in range(0, c2 - c0, W):
+                x0 = load(g0, c)
+                a, b = madd(load(v, c), l0, x0), madd(load(w, c), h0, x0)
+                store(v, c, a)
+                store(w, c, b)
     add_rows(out, C, M, K, alpha, r2, r1, c0, c2)
     add_rows(out, C, M, K, alpha, r0, r1, c2, c1)
 
@@ -408,9 +413,9 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     part[p, c] = sum_{r in [r0, r1)} B_in[p, r] Vk[r, c], through the old rows
     for the old chain (p < d_y) and, after the update of each block of rows
     (DOWN_BYTES, at least DOWN_ROWS rows; as in ``up_rows``), through the new
-    rows for the new chain. The terms accumulate in acc ((2 d_y, d_in), the
-    thread's own); with ``add`` they are then added to part (part + terms,
-    the order ``sum_parts`` adds partial chains in), else they overwrite it. After each
+    rows for the new chain. The terms accumulate in part itself or, with
+    ``add``, in acc ((2 d_y, d_in), the thread's own), which is then added to
+    part (part + terms, the order ``sum_parts`` adds partial chains in). After each
     block's old chain the next block is prefetched, where the rows are too
     many to stay in L1/L2 (WHOLE_MAX_WEIGHTS, as in ``up_rows``).
     """
@@ -420,20 +425,20 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     flat = Vk.reshape(Vk.size)
     ahead = (r1 - r0) * din >= WHOLE_MAX_WEIGHTS
     rows = max(DOWN_ROWS, DOWN_BYTES // (din * Vk.itemsize))
+    terms = acc if add else part
     for r in range(r0, r1, rows):
         re = min(r + rows, r1)
-        chain_cols(Vk, B_in[:dy], acc[:dy], r, re, r == r0)
+        chain_cols(Vk, B_in[:dy], terms[:dy], r, re, r == r0)
         if ahead and re < r1:
             prefetch_block(flat, din, re, min(re + rows, r1), 0, din)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
-        chain_cols(Vk, B_in[dy:], acc[dy:], r, re, r == r0)
-    if r1 == r0:
-        acc[:] = 0
-    for p in range(P):
-        if add:
-            part[p] += acc[p]
-        else:
-            part[p] = acc[p]
+        chain_cols(Vk, B_in[dy:], terms[dy:], r, re, r == r0)
+    if add:
+        if r1 > r0:
+            for p in range(P):
+                part[p] += acc[p]
+    elif r1 == r0:
+        part[:] = 0
 
 
 @serial
