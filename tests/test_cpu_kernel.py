@@ -181,20 +181,22 @@ def test_cpu_chains_at_recorded_steps(t):
         np.testing.assert_allclose(xa, xb, rtol=1e-10, atol=1e-12 * np.max(np.abs(xb)))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("dims, n", [
     ([40, 33, 33, 33, 12], 16),   # d_y < n, ranges of 16 and 17 rows
-    ([37, 9, 9, 21], 5),          # d_y > n: the rank-n factors per range
+    ([37, 40, 40, 21], 5),        # d_y > n: the rank-n factors per range (16 and 24 rows)
+    ([37, 9, 9, 21], 5),          # ... and a thread with no rows (9 < RANGE_UNIT)
     ([20, 16], 6),                # L = 1: the first layer only
     ([1024, 64, 64, 10], 16),     # the paper's data shape
 ])
-def test_one_thread_and_all_threads_give_identical_results(dims, n):
+def test_one_thread_and_all_threads_give_identical_results(dims, n, dtype):
     """Both choices sweep the same row ranges in the same order: bit-for-bit the same run.
 
     Also with the choice switching between chunks, as the timed choice does.
     """
     rng = np.random.default_rng(7)
-    Ws, X, Y = random_problem(rng, dims, n, "orthogonal", dtype=np.float64)
-    V = to_normalized(Ws, dims, np.float64)
+    Ws, X, Y = random_problem(rng, dims, n, "orthogonal", dtype=dtype)
+    V = to_normalized(Ws, dims, dtype)
     eta = layer_rates(0.5 * fastlin.theorem_lr(X, len(dims) - 1, dims[-1]), dims)
     runs = {}
     for modes in [("one",), ("all",), ("one", "all", "all", "one", "all")]:
@@ -266,7 +268,7 @@ def test_first_layer_through_z_stays_exact_to_convergence(dx, L, m, dtype, tol):
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
 def test_add_product_matches_numpy_for_every_rank(dtype, tol):
-    """The rank-K update on a block, K = 1..16 (passes of 5, 2 and 1 terms), odd row counts, widths off the strip."""
+    """The rank-K update on a block, K = 1..16 (passes of five terms, then one), odd row counts, widths off the strip."""
     rng = np.random.default_rng()
     for K in [K for K in range(1, 17) for _ in range(3)]:
         rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 70))

@@ -18,9 +18,10 @@ eta_i B_i^T E A_i^T = C^T M (rank r = min(n, d_y), never formed as a
 matrix) on those rows, two rows' column strips at a time held in registers
 over five terms, then the new chain through the new rows (going down, the
 chains accumulate over the row blocks, five chains' column strips at a time
-held in registers; the strips are explicit vectors: simd.py). So each weight is read from memory once and
-written once per step; where a layer is too big for the caches, the next
-tile is prefetched while the current one is worked on from L1 (hints.py).
+held in registers; the strips are explicit vectors: simd.py). So each
+weight is read from memory once and written once per step; where a layer is
+too big for the caches, the next tile is prefetched while the current one is
+worked on from L1 (hints.py).
 
 Threads: a net wide enough (THREADS_MIN_WEIGHTS) is split into one row range
 per thread in every layer. A chunk of steps then runs either in ONE parallel
@@ -165,8 +166,7 @@ def chain_rows(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
 
 @serial
 def add_rows(out, C, M, K, alpha, r0, r1, c0, c1):
-    """``add_product`` in plain loops (LLVM vectorizes them): for the terms,
-    rows and columns that do not fill its explicit-vector passes.
+    """``add_product`` in plain loops (LLVM vectorizes them), for the rows and columns its strips leave.
 
     Two rows at a time, so that each load of M serves two rows, and up to
     five terms per pass over them. Loops run over 1-D row views indexed from
