@@ -1,0 +1,122 @@
+"""Whole GD steps of the CPU kernel now against the kernel of a git revision, interleaved.
+
+    python bench/ab.py REV [--sizes 32x32,128x64,64x256,16x1024] [--rounds 15] [--mode auto|one|all]
+                           [--dtype float64|float32]
+
+``git show REV:fastlin/kernels/cpu.py`` is loaded beside the current module
+(as ``fastlin/kernels/_cpu_ab.py``, removed again at the end, with its Numba
+cache; this needs the editable install of the README), so the old kernel runs against the current sibling modules
+(simd.py, sync.py, ...): a revision whose cpu.py needs other siblings fails
+to import. For each size (L x m, the benchmark problem of peers.py), one
+state per version is built and warmed up; then chunks of steps (256, 32, 8,
+2 at m = 32, 64, 256, 1024) are timed on the two states in alternation, so
+that both see the same machine. Prints min and median ms/step and the
+ratio REV / now (> 1: now is faster).
+
+Both states stay in memory: at the largest sizes the second one's weights
+evict the first one's from the caches between chunks, for both versions
+alike. ``--mode one`` / ``all`` forces one thread / all threads (``auto``:
+the kernel's timed choice, which both versions share per net shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import machine  # noqa: E402
+import peers  # noqa: E402
+
+KERNELS = pathlib.Path(__file__).resolve().parents[1] / "fastlin" / "kernels"
+CHUNK = {32: 256, 64: 32, 256: 8, 1024: 2}
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'32x32,64x256' -> [(32, 32), (64, 256)] (depth L, width m)."""
+    sizes = []
+    for item in text.split(","):
+        L, _, m = item.partition("x")
+        if not (L.isdigit() and m.isdigit() and int(L) >= 1 and int(m) >= 1):
+            raise SystemExit(f"ab.py: a size is LxM with positive integers, got {item!r}")
+        sizes.append((int(L), int(m)))
+    return sizes
+
+
+def load_revision(rev: str):
+    """The CPU kernel module of git revision ``rev``, imported as fastlin.kernels._cpu_ab."""
+    try:
+        source = subprocess.run(["git", "show", f"{rev}:fastlin/kernels/cpu.py"], cwd=KERNELS, check=True,
+                                capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as err:
+        raise SystemExit(f"ab.py: no fastlin/kernels/cpu.py at {rev!r}: {err.stderr.strip()}") from None
+    (KERNELS / "_cpu_ab.py").write_text(source)
+    return importlib.import_module("fastlin.kernels._cpu_ab")
+
+
+def remove_revision() -> None:
+    """Remove what ``load_revision`` made: the module file, its Numba cache and its import."""
+    sys.modules.pop("fastlin.kernels._cpu_ab", None)
+    (KERNELS / "_cpu_ab.py").unlink(missing_ok=True)
+    for cached in (KERNELS / "__pycache__").glob("_cpu_ab*"):
+        if cached.is_dir():
+            shutil.rmtree(cached)
+        else:
+            cached.unlink()
+
+
+def compare(mods, L, m, rounds, mode, dtype):
+    """ms/step of each module's kernel on one size, chunks timed in alternation: {name: array}."""
+    V, X, Y, eta = peers.make_problem(L, m, dtype)
+    k = CHUNK.get(m, 4)
+    states = []
+    for mod in mods:
+        state = mod.init_state([v.copy() for v in V], X, Y, eta)
+        state.mode = mode
+        mod.run_steps(state, np.zeros(k), -np.inf)  # compile, warm up
+        states.append(state)
+    times = [[] for _ in mods]
+    machine.settle_cores()
+    for _ in range(rounds):
+        for i, mod in enumerate(mods):
+            start = time.perf_counter()
+            mod.run_steps(states[i], np.zeros(k), -np.inf)
+            times[i].append((time.perf_counter() - start) / k * 1e3)
+    return [np.array(t) for t in times]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rev", help="git revision whose fastlin/kernels/cpu.py is compared with the current one")
+    parser.add_argument("--sizes", default="32x32,128x64,64x256,16x1024", help="LxM,... (default: the benchmark's)")
+    parser.add_argument("--rounds", type=int, default=15, help="timed chunks per version and size (default 15)")
+    parser.add_argument("--mode", choices=("auto", "one", "all"), default="auto")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        raise SystemExit("ab.py: --rounds must be at least 1")
+    sizes = parse_sizes(args.sizes)
+    from fastlin.kernels import cpu
+    try:
+        old = load_revision(args.rev)
+        print(f"{args.rev} against the working tree, {args.dtype}, mode {args.mode}, {args.rounds} rounds; ms/step")
+        print(f"{'L':>4} {'m':>5} {'rev min':>9} {'rev med':>9} {'now min':>9} {'now med':>9} {'rev/now':>8}")
+        for L, m in sizes:
+            t_old, t_new = compare([old, cpu], L, m, args.rounds, args.mode, args.dtype)
+            ratio = np.min(t_old) / np.min(t_new)
+            print(f"{L:4d} {m:5d} {np.min(t_old):9.4g} {np.median(t_old):9.4g} "
+                  f"{np.min(t_new):9.4g} {np.median(t_new):9.4g} {ratio:7.3f}x", flush=True)
+    finally:
+        remove_revision()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""bench/ab.py: the sizes it parses and the old kernel it loads beside the current one (and removes)."""
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+_spec = importlib.util.spec_from_file_location("bench_ab", ROOT / "bench" / "ab.py")
+ab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ab)
+
+
+def test_sizes_parse_and_bad_ones_are_refused():
+    assert ab.parse_sizes("32x32,64x256") == [(32, 32), (64, 256)]
+    assert ab.parse_sizes("1x7") == [(1, 7)]
+    for bad in ("32", "3y4", "0x8", "8x", "-1x8", "8x8,"):
+        with pytest.raises(SystemExit, match="LxM"):
+            ab.parse_sizes(bad)
+
+
+def _in_git_checkout():
+    if shutil.which("git") is None:
+        return False
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not _in_git_checkout(), reason="needs a git checkout")
+def test_revision_loads_as_its_own_module_and_is_removed():
+    path = ab.KERNELS / "_cpu_ab.py"
+    assert not path.exists()
+    try:
+        old = ab.load_revision("HEAD")
+        assert old.__name__ == "fastlin.kernels._cpu_ab"
+        assert path.exists() and callable(old.run_steps) and callable(old.init_state)
+    finally:
+        ab.remove_revision()
+    assert not path.exists()
+    assert not list((ab.KERNELS / "__pycache__").glob("_cpu_ab*"))
+    with pytest.raises(SystemExit, match="no fastlin/kernels/cpu.py"):
+        ab.load_revision("no-such-revision")
+    assert not path.exists()
