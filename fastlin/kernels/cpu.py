@@ -96,10 +96,9 @@ RANGE_UNIT = LINE_BYTES // 4
 # of which an L1 has 8 ways (measured: bench/README.md).
 DOWN_BYTES = 1 << 14
 DOWN_ROWS = 8
-# Bytes per cache line, for the prefetches of the next tile.
-CACHE_LINE = 64
 
-# Tile kernels: plain loops over 2-D views, shared by serial and parallel sweeps.
+# Tile kernels (plain loops over 2-D views, or explicit vectors: simd.py),
+# shared by serial and parallel sweeps.
 
 
 @serial
@@ -113,7 +112,7 @@ def chain_rows(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
     """
     din = Vk.shape[1]
     S = A_in.shape[0]
-    line = CACHE_LINE // Vk.itemsize
+    line = LINE_BYTES // Vk.itemsize
     tiles = max((r1 - r0) // 4 * (S // 2), 1)
     share = max(((a1 - a0 + tiles - 1) // tiles + line - 1) // line * line, line)
     q = a0
@@ -354,7 +353,7 @@ def chain_cols(Vk, B_in, acc, r0, r1, first):
 @serial
 def prefetch_block(flat, din, r0, r1, c0, c1):
     """Prefetch rows [r0, r1) x columns [c0, c1) of a (., din) matrix stored flat (hints.py)."""
-    line = CACHE_LINE // flat.itemsize
+    line = LINE_BYTES // flat.itemsize
     for r in range(r0, r1):
         for q in range(r * din + c0, r * din + c1, line):
             prefetch(flat, q)
