@@ -9,9 +9,11 @@ cache; this needs the editable install of the README), so the old kernel runs ag
 (simd.py, sync.py, ...): a revision whose cpu.py needs other siblings fails
 to import. For each size (L x m, the benchmark problem of peers.py), one
 state per version is built and warmed up; then chunks of steps (256, 32, 8,
-2 at m = 32, 64, 256, 1024) are timed on the two states in alternation, so
-that both see the same machine. Prints min and median ms/step and the
-ratio REV / now (> 1: now is faster).
+2 at m = 32, 64, 256, 1024) are timed on the two states in alternation (the
+order swapped every round), so that both see the same machine. Prints min
+and median ms/step of both, the ratio of the minima REV / now (> 1: now is
+faster) and the median of the per-round ratios with its quartiles (robust
+where other tenants slow the host down for seconds at a time).
 
 Both states stay in memory: at the largest sizes the second one's weights
 evict the first one's from the caches between chunks, for both versions
@@ -85,12 +87,18 @@ def compare(mods, L, m, rounds, mode, dtype):
         states.append(state)
     times = [[] for _ in mods]
     machine.settle_cores()
-    for _ in range(rounds):
-        for i, mod in enumerate(mods):
+    for j in range(rounds):
+        for i in (range(len(mods)) if j % 2 == 0 else reversed(range(len(mods)))):
+            mod = mods[i]
             start = time.perf_counter()
             mod.run_steps(states[i], np.zeros(k), -np.inf)
             times[i].append((time.perf_counter() - start) / k * 1e3)
     return [np.array(t) for t in times]
+
+
+def paired_ratio(t_old, t_new):
+    """Median and quartiles of the per-round ratios old / new."""
+    return np.percentile(np.asarray(t_old) / np.asarray(t_new), [50, 25, 75])
 
 
 def main(argv=None):
@@ -108,12 +116,15 @@ def main(argv=None):
     try:
         old = load_revision(args.rev)
         print(f"{args.rev} against the working tree, {args.dtype}, mode {args.mode}, {args.rounds} rounds; ms/step")
-        print(f"{'L':>4} {'m':>5} {'rev min':>9} {'rev med':>9} {'now min':>9} {'now med':>9} {'rev/now':>8}")
+        print(f"{'L':>4} {'m':>5} {'rev min':>9} {'rev med':>9} {'now min':>9} {'now med':>9} {'rev/now':>8}"
+              f" {'paired (quartiles)':>22}")
         for L, m in sizes:
             t_old, t_new = compare([old, cpu], L, m, args.rounds, args.mode, args.dtype)
             ratio = np.min(t_old) / np.min(t_new)
+            mid, lo, hi = paired_ratio(t_old, t_new)
             print(f"{L:4d} {m:5d} {np.min(t_old):9.4g} {np.median(t_old):9.4g} "
-                  f"{np.min(t_new):9.4g} {np.median(t_new):9.4g} {ratio:7.3f}x", flush=True)
+                  f"{np.min(t_new):9.4g} {np.median(t_new):9.4g} {ratio:7.3f}x"
+                  f" {mid:7.3f}x ({lo:.3f}-{hi:.3f})", flush=True)
     finally:
         remove_revision()
 
