@@ -55,3 +55,33 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert mid == pytest.approx(1.25) and lo == pytest.approx(1.25) and hi == pytest.approx(1.25)
     mid, lo, hi = ab.paired_ratio([2.0, 3.0, 8.0], [1.0, 1.0, 1.0])
     assert (mid, lo, hi) == (3.0, 2.5, 5.5)
+
+
+class _Kernel:
+    """A stand-in kernel module whose states stop after one step unless ``healthy``."""
+
+    __name__ = "stand-in"
+
+    def __init__(self, healthy):
+        self.healthy = healthy
+        self.built = 0
+
+    def init_state(self, V, X, Y, eta):
+        self.built += 1
+        return type("State", (), {"stale": False})()
+
+    def run_steps(self, state, loss_out, loss_stop):
+        full = self.healthy and not state.stale
+        return (loss_out.size if full else 1), 0
+
+
+def test_a_chunk_that_stops_early_is_timed_again_on_a_fresh_state():
+    problem = ([np.eye(2)], np.eye(2), np.eye(2), [0.1])
+    mod = _Kernel(healthy=True)
+    stale = mod.init_state(*problem)
+    stale.stale = True
+    states = [stale]
+    ms = ab.timed_chunk(mod, states, 0, problem, "one", 8)
+    assert ms > 0 and states[0] is not stale and not states[0].stale and mod.built == 2
+    with pytest.raises(SystemExit, match="stops within 8 steps"):
+        ab.timed_chunk(_Kernel(healthy=False), [stale], 0, problem, "one", 8)
