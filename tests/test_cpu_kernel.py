@@ -301,3 +301,19 @@ def test_chain_cols_matches_numpy_for_every_chain_count(dtype, tol):
             cpu.chain_cols(Vk, B_in, got, r0, r1, first)
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(r1 - r0, 1),
                                        err_msg=f"P = {P}, first = {first}")
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_chain_blocks_forms_the_whole_product_over_several_blocks(dtype, tol):
+    """acc = B_in Vk over all rows, block after block (a downward layer's M = E A^T), in an acc wider than Vk."""
+    rng = np.random.default_rng()
+    for P in (1, 5, 10, 13):
+        cols = int(rng.choice([7, 64, 300, 1030]))
+        rows = int(rng.integers(1, 3 * cpu.block_rows(cols, np.dtype(dtype).itemsize) + 2))
+        Vk = rng.standard_normal((rows, cols)).astype(dtype)
+        B_in = rng.standard_normal((P, rows)).astype(dtype)
+        acc = rng.standard_normal((P, cols + 9)).astype(dtype)
+        want = acc.astype(np.float64)
+        want[:, :cols] = B_in.astype(np.float64) @ Vk.astype(np.float64)
+        cpu.chain_blocks(Vk, B_in, acc)
+        np.testing.assert_allclose(acc, want, rtol=tol, atol=tol * rows, err_msg=f"P = {P}, {rows} x {cols}")

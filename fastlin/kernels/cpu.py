@@ -351,6 +351,20 @@ def chain_cols(Vk, B_in, acc, r0, r1, first):
 
 
 @serial
+def block_rows(din, itemsize):
+    """Rows per block of a downward sweep over a (., din) matrix: DOWN_BYTES of them, at least DOWN_ROWS."""
+    return max(DOWN_ROWS, DOWN_BYTES // (din * itemsize))
+
+
+@serial
+def chain_blocks(Vk, B_in, acc):
+    """acc[p, :] = sum_r B_in[p, r] Vk[r, :] for all p and all rows r of Vk: ``chain_cols``, block after block."""
+    rows = block_rows(Vk.shape[1], Vk.itemsize)
+    for r in range(0, Vk.shape[0], rows):
+        chain_cols(Vk, B_in, acc, r, min(r + rows, Vk.shape[0]), r == 0)
+
+
+@serial
 def prefetch_block(flat, din, r0, r1, c0, c1):
     """Prefetch rows [r0, r1) x columns [c0, c1) of a (., din) matrix stored flat (hints.py)."""
     line = LINE_BYTES // flat.itemsize
@@ -423,7 +437,7 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     din = Vk.shape[1]
     flat = Vk.reshape(Vk.size)
     ahead = (r1 - r0) * din >= WHOLE_MAX_WEIGHTS
-    rows = max(DOWN_ROWS, DOWN_BYTES // (din * Vk.itemsize))
+    rows = block_rows(din, Vk.itemsize)
     terms = acc if add else part
     for r in range(r0, r1, rows):
         re = min(r + rows, r1)
@@ -589,7 +603,7 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
         A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
         acc = blk[:P * din].reshape((P, din))
         if dy <= n:
-            set_block(Mf, ET, A_cached, n, 1.0, 0, dy, 0, din)
+            chain_blocks(A_cached, E, Mf)  # M = E A^T: a downward chain through A^T's n rows
         for u in range(t, R, T):
             r0, r1 = span(dout, u, R)
             # One thread adds range after range straight into B, as sum_parts would.
