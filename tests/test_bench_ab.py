@@ -50,8 +50,7 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     rng = np.random.default_rng()
     new = rng.uniform(1.0, 2.0, 9)
     noise = rng.uniform(0.5, 3.0, 9)  # the host's slowdown, the same for both in a round
-    old = 1.25 * new * noise
-    mid, lo, hi = ab.paired_ratio(old * 1.0, new * noise)
+    mid, lo, hi = ab.paired_ratio(1.25 * new * noise, new * noise)
     assert mid == pytest.approx(1.25) and lo == pytest.approx(1.25) and hi == pytest.approx(1.25)
     mid, lo, hi = ab.paired_ratio([2.0, 3.0, 8.0], [1.0, 1.0, 1.0])
     assert (mid, lo, hi) == (3.0, 2.5, 5.5)
