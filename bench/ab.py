@@ -48,7 +48,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     for item in text.split(","):
         L, _, m = item.partition("x")
         if not (L.isdigit() and m.isdigit() and int(L) >= 1 and int(m) >= 1):
-            raise SystemExit(f"ab.py: a size is LxM with positive integers, got {item!r}")
+            raise SystemExit(f"--sizes: a size is LxM with positive integers, got {item!r}")
         sizes.append((int(L), int(m)))
     return sizes
 

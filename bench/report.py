@@ -28,6 +28,20 @@ FASTLIN_PREFIX = "fastlin-"
 QUIET_CORES = 0.2
 
 
+def pass_flops(dims, n: int, dy: int) -> tuple[float, float]:
+    """Flops of one upward and of one downward pass over the swept layers 2..L.
+
+    Per weight: upward 2(n + 2r), the new prefix chain (n) and the old chain
+    carried as the update's factor (E A^T on dy rows, or A itself on n: r
+    either way) plus the rank-r update, r = min(n, dy); downward 2(2dy + r),
+    both suffix chains and the update (DESIGN.md, "The one-pass fused step").
+    The first layer's Z step is not counted (see ``step_floor``).
+    """
+    swept = sum(int(dims[i]) * int(dims[i - 1]) for i in range(2, len(dims)))
+    r = min(n, dy)
+    return swept * 2 * (n + 2 * r), swept * 2 * (2 * dy + r)
+
+
 def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
     """Floor work of one exact GD step of the deep linear net ``dims = [d_0, ..., d_L]``.
 
@@ -35,13 +49,10 @@ def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
 
     * bytes = 2 * itemsize * params: each weight read once and written once
       per step, the floor for exact GD on this model.
-    * flops = params * 2(c_new + c_old + r) per pass, r = min(n, dy) for the
-      rank-r update: upward c_new = n (the new prefix chain) and c_old = r
-      (the old chain is carried only as the update's factor, E A^T on dy
-      rows or A itself on n); downward c_new = c_old = dy (both suffix
-      chains). Averaged over the two passes, params * (2n + 4r + 4dy + 2r) / 2
-      = params * (n + 2dy + 3r): 66 per parameter for n = 16, dy = 10,
-      against 2(n + dy + r) = 72 for the textbook forward / backward / update.
+    * flops = the mean of an upward and a downward pass (``pass_flops``),
+      params * (2n + 4r + 4dy + 2r) / 2 = params * (n + 2dy + 3r): 66 per
+      parameter for n = 16, dy = 10, against 2(n + dy + r) = 72 for the
+      textbook forward / backward / update.
 
     The first layer (d_1 x d_0) enters the step only through Z = V_1 X
     (fastlin/kernels/cpu.py, "The first layer"): 2 d_1 n (dy + n) flops and
@@ -50,11 +61,10 @@ def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
     """
     params = sum(int(dims[i]) * int(dims[i - 1]) for i in range(1, len(dims)))
     swept = params - int(dims[1]) * int(dims[0])
-    r = min(n, dy)
-    flops_per_param = (2 * (n + 2 * r) + 2 * (2 * dy + r)) / 2
+    up, down = pass_flops(dims, n, dy)
     d1 = int(dims[1])
     return {"params": params,
-            "flops": swept * flops_per_param + 2 * d1 * n * (dy + n),
+            "flops": (up + down) / 2 + 2 * d1 * n * (dy + n),
             "bytes": 2 * itemsize * swept + 4 * itemsize * n * d1}
 
 

@@ -25,6 +25,7 @@ def test_step_floor_counts_swept_layers_fully_and_the_first_through_z():
     # old chain's r and the update's r multiply-adds per weight; going down two
     # chains of dy and the update's r), averaged over the passes, plus the Z step.
     up, down = 2 * (n + r + r), 2 * (dy + dy + r)
+    assert report.pass_flops(dims, n, dy) == (swept * up, swept * down)
     assert floor["flops"] == swept * (up + down) / 2 + 2 * dims[1] * n * (dy + n)
     assert floor["bytes"] == 16 * swept + 32 * n * dims[1]
 
