@@ -245,3 +245,55 @@ def _dead_pid() -> int:
     except ProcessLookupError:
         return proc.pid
     pytest.skip("could not find a dead pid")
+
+
+def test_sweep_prepares_the_cpu_kernels_once_per_dtype_and_says_so(tmp_path, monkeypatch):
+    from fastlin.experiments import runner as runner_module
+
+    calls = []
+
+    def fake_warm_up(backend, dtype, kernel_threads=None):
+        calls.append((backend, dtype, kernel_threads))
+        return 0.25
+
+    monkeypatch.setattr(runner_module, "warm_up", fake_warm_up)
+    log = tmp_path / "log.txt"
+    with open(log, "w") as stream:
+        sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a", workers=2, progress=True, stream=stream)
+    assert calls == [("cpu", "float64", executors_module.ThreadExecutor(2).kernel_threads)]
+    assert "preparing the CPU kernels (float64" in log.read_text() and "ready in 0.2 s" in log.read_text()
+    calls.clear()
+    sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a")  # nothing left to run
+    sweep(tiny_grid(backend="numpy", steps=3), tmp_path / "b")  # no CPU kernels
+    assert calls == []
+
+
+def test_remote_workers_compile_for_themselves(tmp_path, monkeypatch):
+    from fastlin.experiments import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "warm_up", lambda *a, **k: pytest.fail("warmed up for remote workers"))
+
+    class Remote(Executor):
+        name = "remote-test"
+
+        def run(self, configs):
+            for config in configs:
+                yield run_config(config)
+
+    summary = sweep(tiny_grid(backend="cpu", steps=3), tmp_path, executor=Remote(1))
+    assert summary.done == len(tiny_grid().configs())
+
+
+def test_warm_up_compiles_in_this_process_and_restores_its_threads():
+    import numba
+
+    from fastlin.experiments.task import warm_up
+    from fastlin.kernels import cpu
+
+    before = numba.get_num_threads()
+    assert warm_up("cpu", "float32", kernel_threads=1) > 0
+    assert numba.get_num_threads() == before
+    assert any("float32" in str(sig) for sig in cpu.run_chunk.signatures)
+    if before > 1:
+        warm_up("cpu", "float32")
+        assert any("float32" in str(sig) for sig in cpu.run_chunk_parallel.signatures)

@@ -46,6 +46,10 @@ class Executor:
     """Interface of an executor; subclasses implement :meth:`run`."""
 
     name = "base"
+    # Whether the workers run on this machine and load Numba's cached code
+    # from the same place as this process (then the sweep compiles it here
+    # first: runner.prepare_kernels).
+    local = False
 
     def __init__(self, workers: int | None = None):
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -76,6 +80,8 @@ class Executor:
 
 
 class _PoolExecutor(Executor):
+    local = True
+
     def _pool(self) -> cf.Executor:
         raise NotImplementedError
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .executors import Executor, default_workers, make_executor
 from .grid import Config, Grid, LRRule
 from .store import ResultStore, RunRecord
-from .task import run_config, set_kernel_threads
+from .task import run_config, set_kernel_threads, warm_up
 
 # Rough cost model of one GD step (seconds ~ a * step_weights + b * depth):
 # the per-layer term stands for the fixed work of each layer (loop and
@@ -111,6 +111,7 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     todo, skipped = pending_configs(grid, store, force)
     summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped)
     if todo:
+        prepare_kernels(todo, runner, progress, stream or sys.stderr)
         costs = {c.id: config_cost(c) for c in todo}
         bar = tqdm(total=sum(costs.values()), disable=not progress, file=stream or sys.stderr,
                    desc=f"sweep ({runner.describe()})",
@@ -139,6 +140,26 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     if progress:
         print(summary.line(), file=stream or sys.stdout, flush=True)
     return summary
+
+
+def prepare_kernels(configs: list[Config], runner: Executor, progress: bool, stream) -> None:
+    """Compile the CPU kernels the configurations need here, before the workers start, and say so.
+
+    Numba compiles them on first use (about a minute per dtype) and caches
+    them; done by the first configurations instead, that minute would pass
+    with the progress bar at 0 and no word why. Only for executors whose
+    workers run on this machine (``runner.local``): remote Dask workers
+    compile for themselves.
+    """
+    if not runner.local:
+        return
+    for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
+        if progress:
+            print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use, "
+                  f"about a minute, and caches them) ...", end="", file=stream, flush=True)
+        seconds = warm_up("cpu", dtype, runner.kernel_threads)
+        if progress:
+            print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
 
 
 def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float | None = None) -> dict:
