@@ -1,4 +1,4 @@
-"""`fastlin sweep`, `fastlin plot` and `fastlin reproduce` on tiny grids."""
+"""`fastlin train`, `fastlin sweep`, `fastlin plot` and `fastlin reproduce` on tiny inputs."""
 
 import json
 
@@ -119,3 +119,21 @@ def test_step_rate_is_measured():
     config = Config(init="orthogonal", depth=3, width=8, seed=0, steps=10, dx=16, n=4, dy=2)
     rate = runner._seconds_per_step(config, 0.01)
     assert 0 < rate < 0.1
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_train_prints_the_relative_loss_of_the_net_it_trained(capsys, backend):
+    import fastlin
+
+    assert main(["train", "--depth", "3", "--width", "12", "--init", "gaussian", "--steps", "20",
+                 "--seed", "3", "--backend", backend]) == 0
+    out, err = capsys.readouterr()
+    rows = dict(line.split() for line in out.splitlines() if line.strip()[:1].isdigit())
+    X, Y = fastlin.paper_data(rng=0)
+    W = fastlin.init_weights(fastlin.network_dims(3, 12, 1024, 10), "gaussian", rng=3)
+    lr = 0.5 * fastlin.theorem_lr(X, 3, 10)
+    expected = fastlin.train(W, X, Y, lr=lr, steps=20, backend="numpy").relative_loss
+    assert set(rows) == {"1", "2", "5", "10", "20"}
+    for t, rel in rows.items():
+        assert float(rel) == pytest.approx(expected[int(t)], rel=1e-6)
+    assert ("preparing the CPU kernels (float64" in err) == (backend == "cpu")

@@ -143,23 +143,30 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
 
 
 def prepare_kernels(configs: list[Config], runner: Executor, progress: bool, stream) -> None:
-    """Compile the CPU kernels the configurations need here, before the workers start, and say so.
+    """Compile the CPU kernels the configurations need here, before the workers start.
 
-    Numba compiles them on first use (about a minute per dtype) and caches
-    them; done by the first configurations instead, that minute would pass
-    with the progress bar at 0 and no word why. Only for executors whose
-    workers run on this machine (``runner.local``): remote Dask workers
-    compile for themselves.
+    Only for executors whose workers run on this machine (``runner.local``):
+    remote Dask workers compile for themselves. See
+    :func:`prepare_cpu_kernels`.
     """
-    if not runner.local:
-        return
-    for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
-        if progress:
-            print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use, "
-                  f"about a minute, and caches them) ...", end="", file=stream, flush=True)
-        seconds = warm_up("cpu", dtype, runner.kernel_threads)
-        if progress:
-            print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
+    if runner.local:
+        for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
+            prepare_cpu_kernels(dtype, runner.kernel_threads, progress, stream)
+
+
+def prepare_cpu_kernels(dtype: str, kernel_threads: int | None, progress: bool, stream) -> None:
+    """Compile the CPU kernels for ``dtype`` now (or load them from Numba's cache), saying so if ``progress``.
+
+    Numba compiles them on first use, about a minute per dtype, and caches
+    them; left to the first training run, that minute would pass with its
+    progress bar at 0 and no word why.
+    """
+    if progress:
+        print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use, "
+              f"about a minute, and caches them) ...", end="", file=stream, flush=True)
+    seconds = warm_up("cpu", dtype, kernel_threads)
+    if progress:
+        print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
 
 
 def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float | None = None) -> dict:
