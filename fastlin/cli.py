@@ -22,10 +22,12 @@ def cmd_train(args) -> int:
     from . import init_weights, network_dims, paper_data, theorem_lr, train
     from .experiments.runner import prepare_cpu_kernels
 
-    if args.backend == "cpu":
-        prepare_cpu_kernels(args.dtype, None, not args.quiet, sys.stderr)
     X, Y = paper_data(rng=args.data_seed)
     dims = network_dims(args.depth, args.width, X.shape[0], Y.shape[0])
+    if args.backend == "cpu":
+        from .kernels.cpu import splits
+
+        prepare_cpu_kernels(args.dtype, None, splits(dims), not args.quiet, sys.stderr)
     lr = args.lr if args.lr is not None else args.lr_scale * theorem_lr(X, args.depth, Y.shape[0])
     weights = init_weights(dims, args.init, rng=args.seed)
     result = train(weights, X, Y, lr=lr, steps=args.steps, backend=args.backend,

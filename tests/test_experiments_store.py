@@ -252,20 +252,26 @@ def test_sweep_prepares_the_cpu_kernels_once_per_dtype_and_says_so(tmp_path, mon
 
     calls = []
 
-    def fake_warm_up(backend, dtype, kernel_threads=None):
-        calls.append((backend, dtype, kernel_threads))
+    def fake_warm_up(backend, dtype, kernel_threads=None, split=False):
+        calls.append((backend, dtype, kernel_threads, split))
         return 0.25
 
     monkeypatch.setattr(runner_module, "warm_up", fake_warm_up)
     log = tmp_path / "log.txt"
     with open(log, "w") as stream:
         sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a", workers=2, progress=True, stream=stream)
-    assert calls == [("cpu", "float64", executors_module.ThreadExecutor(2).kernel_threads)]
+    threads = executors_module.ThreadExecutor(2).kernel_threads
+    assert calls == [("cpu", "float64", threads, False)]  # no net of the tiny grid is split
     assert "preparing the CPU kernels (float64" in log.read_text() and "ready in 0.2 s" in log.read_text()
     calls.clear()
     sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a")  # nothing left to run
     sweep(tiny_grid(backend="numpy", steps=3), tmp_path / "b")  # no CPU kernels
     assert calls == []
+    # A net with a 64 x 64 swept layer is split when its worker has several kernel threads.
+    wide = tiny_grid(backend="cpu", steps=3, depths=(3,), widths=(64,), inits=("orthogonal",))
+    sweep(wide, tmp_path / "c", workers=1)
+    one = executors_module.ThreadExecutor(1).kernel_threads
+    assert calls == [("cpu", "float64", one, one > 1)]
 
 
 def test_remote_workers_compile_for_themselves(tmp_path, monkeypatch):
@@ -295,5 +301,6 @@ def test_warm_up_compiles_in_this_process_and_restores_its_threads():
     assert numba.get_num_threads() == before
     assert any("float32" in str(sig) for sig in cpu.run_chunk.signatures)
     if before > 1:
-        warm_up("cpu", "float32")
+        warm_up("cpu", "float32", split=True)
+        assert numba.get_num_threads() == before
         assert any("float32" in str(sig) for sig in cpu.run_chunk_parallel.signatures)

@@ -41,3 +41,21 @@ def test_a_state_times_its_chunks_from_the_second_on():
     assert state.chooser.rate == {}
     cpu.run_steps(state, np.empty(3), -np.inf)
     assert len(state.chooser.rate) == 1 and next(iter(state.chooser.rate.values())) > 0
+
+
+@pytest.mark.parametrize("dims", [[16, 64, 64, 3], [16, 63, 65, 3], [16, 64, 3], [5000, 8, 3], [16, 8, 8, 8, 3],
+                                  [7, 4096, 1], [7, 4095, 1], [9, 3]])
+def test_splits_says_which_nets_the_kernel_splits_among_threads(dims):
+    """cpu.splits (used to compile only the kernels a sweep needs) agrees with the state's own choice."""
+    import numba
+    import numpy as np
+
+    from fastlin.kernels import cpu
+
+    rng = np.random.default_rng()
+    V = [rng.standard_normal((dims[k + 1], dims[k])) for k in range(len(dims) - 1)]
+    X, Y = rng.standard_normal((dims[0], 2)), rng.standard_normal((dims[-1], 2))
+    state = cpu.init_state(V, X, Y, np.full(len(V), 1e-3))
+    swept = [dims[k] * dims[k + 1] for k in range(1, len(dims) - 1)]
+    assert cpu.splits(dims) == (max(swept, default=0) >= cpu.THREADS_MIN_WEIGHTS)
+    assert state.ranges == (numba.get_num_threads() if cpu.splits(dims) else 1)

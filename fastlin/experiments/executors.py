@@ -134,6 +134,7 @@ class DaskExecutor(Executor):
             raise RuntimeError("the dask executor needs dask.distributed: "
                                "pip install 'fastlin[dask]'") from exc
         self.scheduler = scheduler
+        self.local = scheduler is None  # a LocalCluster's workers share this machine's cache
         self.processes = processes
         self._client = None
         self._cluster = None

@@ -146,25 +146,32 @@ def prepare_kernels(configs: list[Config], runner: Executor, progress: bool, str
     """Compile the CPU kernels the configurations need here, before the workers start.
 
     Only for executors whose workers run on this machine (``runner.local``):
-    remote Dask workers compile for themselves. See
-    :func:`prepare_cpu_kernels`.
+    remote Dask workers compile for themselves. The parallel kernel only if
+    the workers get several kernel threads each and some net is split among
+    them. See :func:`prepare_cpu_kernels`.
     """
-    if runner.local:
-        for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
-            prepare_cpu_kernels(dtype, runner.kernel_threads, progress, stream)
+    if not runner.local:
+        return
+    from ..kernels.cpu import splits
+
+    for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
+        split = runner.kernel_threads > 1 and any(splits(c.dims) for c in configs
+                                                  if c.backend == "cpu" and c.dtype == dtype)
+        prepare_cpu_kernels(dtype, runner.kernel_threads, split, progress, stream)
 
 
-def prepare_cpu_kernels(dtype: str, kernel_threads: int | None, progress: bool, stream) -> None:
+def prepare_cpu_kernels(dtype: str, kernel_threads: int | None, split: bool, progress: bool, stream) -> None:
     """Compile the CPU kernels for ``dtype`` now (or load them from Numba's cache), saying so if ``progress``.
 
-    Numba compiles them on first use, about a minute per dtype, and caches
-    them; left to the first training run, that minute would pass with its
-    progress bar at 0 and no word why.
+    Numba compiles them on first use, about a minute per dtype and kernel
+    (one for nets on one thread, one more for nets ``split`` among threads),
+    and caches them; left to the first training run, that time would pass
+    with its progress bar at 0 and no word why.
     """
     if progress:
         print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use, "
-              f"about a minute, and caches them) ...", end="", file=stream, flush=True)
-    seconds = warm_up("cpu", dtype, kernel_threads)
+              f"about a minute each, and caches them) ...", end="", file=stream, flush=True)
+    seconds = warm_up("cpu", dtype, kernel_threads, split)
     if progress:
         print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
 

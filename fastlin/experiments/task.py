@@ -52,21 +52,24 @@ def run_config(config: Config) -> RunRecord:
                      backend=config.backend, host=hostname())
 
 
-# The warm-up net: a swept layer of 64 x 64 weights is split among threads
-# when more than one may run (cpu.THREADS_MIN_WEIGHTS), so both the one-thread
-# and the all-threads kernels are compiled; four steps are both pass directions.
-WARM_UP_DIMS = (8, 64, 64, 2)
+# The warm-up nets: one whose swept layer of 64 x 64 weights is split among
+# threads (cpu.splits), so that with more than one kernel thread both the
+# one-thread and the all-threads kernels are compiled, and one too narrow
+# for that; four steps are both pass directions.
+WARM_UP_DIMS = {True: (8, 64, 64, 2), False: (8, 8, 8, 2)}
 WARM_UP_STEPS = 4
 
 
-def warm_up(backend: str, dtype: str, kernel_threads: int | None = None) -> float:
+def warm_up(backend: str, dtype: str, kernel_threads: int | None = None, split: bool = False) -> float:
     """Compile ``backend``'s kernels for ``dtype`` in this process, or load them from Numba's cache.
 
     Trains a tiny net for a few steps with at most ``kernel_threads`` kernel
-    threads (this thread's setting is restored after). Workers on this
-    machine then load the compiled code from the cache instead of all
-    compiling it at once. Returns the seconds it took: about a minute per
-    dtype the first time, under a second once cached.
+    threads (this thread's setting is restored after): one that is split
+    among the threads if ``split`` (nets that ``cpu.splits`` use a second,
+    parallel kernel), else one that is not. Workers on this machine then
+    load the compiled code from the cache instead of all compiling it at
+    once. Returns the seconds it took: about a minute per dtype and kernel
+    the first time, under a second once cached.
     """
     import numba
 
@@ -77,9 +80,9 @@ def warm_up(backend: str, dtype: str, kernel_threads: int | None = None) -> floa
     previous = numba.get_num_threads()
     set_kernel_threads(kernel_threads)
     try:
-        dx, dy = WARM_UP_DIMS[0], WARM_UP_DIMS[-1]
-        X, Y = problem_data(0, dx, 4, dy, dtype)
-        weights = init_weights(list(WARM_UP_DIMS), "orthogonal", rng=0, dtype=dtype)
+        dims = WARM_UP_DIMS[bool(split)]
+        X, Y = problem_data(0, dims[0], 4, dims[-1], dtype)
+        weights = init_weights(list(dims), "orthogonal", rng=0, dtype=dtype)
         train(weights, X, Y, lr=1e-3, steps=WARM_UP_STEPS, backend=backend)
     finally:
         numba.set_num_threads(previous)

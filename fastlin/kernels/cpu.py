@@ -721,12 +721,11 @@ class State:
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
         self.flags = np.zeros((threads + 2) * FLAG_STRIDE, dtype=np.int64)
         self.results = np.zeros((threads, 3), dtype=np.int64)
-        # Row ranges per layer: one per thread when the widest swept layer
-        # (2..L) has at least THREADS_MIN_WEIGHTS weights, else one. ``mode``:
-        # "auto" (timed choice, threads.py), "one" or "all" (forced).
-        widest = int(sizes[1:].max()) if len(V) > 1 else 0
+        # Row ranges per layer: one per thread for a net that ``splits``,
+        # else one. ``mode``: "auto" (timed choice, threads.py), "one" or
+        # "all" (forced).
         if ranges is None:
-            ranges = numba.get_num_threads() if widest >= THREADS_MIN_WEIGHTS else 1
+            ranges = numba.get_num_threads() if splits(self.dims) else 1
         self.ranges = max(1, min(int(ranges), threads))
         self.mode = "auto"
         self.chooser = chooser((tuple(self.dims), n, dtype.str), self.ranges)
@@ -757,6 +756,16 @@ class State:
             with np.errstate(over="ignore", invalid="ignore"):
                 Vk = Vk - self.S_T.T @ self.X.T
         return Vk
+
+
+def splits(dims) -> bool:
+    """Whether a net of widths ``dims`` = [d_0, ..., d_L] is split into one row range per thread.
+
+    It is when its widest swept layer (2..L) has at least THREADS_MIN_WEIGHTS
+    weights; then its chunks run on all threads or on one (``run_chunk`` or
+    ``run_chunk_parallel``), else on one.
+    """
+    return any(int(dims[k]) * int(dims[k + 1]) >= THREADS_MIN_WEIGHTS for k in range(1, len(dims) - 1))
 
 
 def init_state(V, X, Y, eta) -> State:
