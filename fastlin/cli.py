@@ -87,7 +87,7 @@ def _run_and_plot(grid, args, figures) -> int:
 def cmd_reproduce(args) -> int:
     from .experiments import estimate_sweep_seconds, preset_grid
     from .experiments.executors import default_workers
-    from .experiments.runner import format_seconds
+    from .experiments.runner import format_seconds, prepare_kernels
 
     grid = preset_grid(args.figure, args.preset, backend=args.backend)
     configs = grid.configs()
@@ -97,6 +97,7 @@ def cmd_reproduce(args) -> int:
           f"backend {grid.backend}, {grid.dtype}")
     if args.preset == "paper" or args.estimate_only:
         workers = args.workers or (1 if grid.backend == "cuda" else default_workers())
+        prepare_kernels(configs, max(1, default_workers() // workers), not args.quiet, sys.stderr)
         est = estimate_sweep_seconds(grid, workers=workers)
         probes = "; ".join(f"L={p['depth']} m={p['width']}: {1e3 * p['seconds_per_step']:.3g} ms/step"
                            for p in est["probes"])

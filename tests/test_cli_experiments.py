@@ -137,3 +137,24 @@ def test_train_prints_the_relative_loss_of_the_net_it_trained(capsys, backend):
     for t, rel in rows.items():
         assert float(rel) == pytest.approx(expected[int(t)], rel=1e-6)
     assert ("preparing the CPU kernels (float64" in err) == (backend == "cpu")
+
+
+def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, capsys, tmp_path):
+    from fastlin.experiments import runner
+
+    order = []
+    monkeypatch.setattr(runner, "warm_up", lambda *a: order.append(("warm_up",) + a) or 0.5)
+
+    def fake_estimate(grid, *, workers):
+        order.append(("estimate", workers))
+        return {"seconds": 60.0, "configurations": 1, "workers": workers, "backend": grid.backend,
+                "probes": [{"depth": 16, "width": 1000, "seconds_per_step": 0.002}]}
+
+    monkeypatch.setattr("fastlin.experiments.estimate_sweep_seconds", fake_estimate)
+    assert main(["reproduce", "figure1", "--preset", "paper", "--backend", "cpu", "--estimate-only",
+                 "--workers", "1", "--out", str(tmp_path / "paper")]) == 0
+    from fastlin.experiments.executors import default_workers
+
+    threads = default_workers()
+    assert order == [("warm_up", "cpu", "float64", threads, threads > 1), ("estimate", 1)]
+    assert "preparing the CPU kernels (float64" in capsys.readouterr().err

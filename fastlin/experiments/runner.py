@@ -111,7 +111,8 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     todo, skipped = pending_configs(grid, store, force)
     summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped)
     if todo:
-        prepare_kernels(todo, runner, progress, stream or sys.stderr)
+        if runner.local:  # remote Dask workers compile for themselves
+            prepare_kernels(todo, runner.kernel_threads, progress, stream or sys.stderr)
         costs = {c.id: config_cost(c) for c in todo}
         bar = tqdm(total=sum(costs.values()), disable=not progress, file=stream or sys.stderr,
                    desc=f"sweep ({runner.describe()})",
@@ -142,22 +143,18 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     return summary
 
 
-def prepare_kernels(configs: list[Config], runner: Executor, progress: bool, stream) -> None:
-    """Compile the CPU kernels the configurations need here, before the workers start.
+def prepare_kernels(configs: list[Config], kernel_threads: int, progress: bool, stream) -> None:
+    """Compile here the CPU kernels the configurations need with ``kernel_threads`` threads each.
 
-    Only for executors whose workers run on this machine (``runner.local``):
-    remote Dask workers compile for themselves. The parallel kernel only if
-    the workers get several kernel threads each and some net is split among
-    them. See :func:`prepare_cpu_kernels`.
+    The parallel kernel only if there are several kernel threads and some
+    net is split among them. See :func:`prepare_cpu_kernels`.
     """
-    if not runner.local:
-        return
     from ..kernels.cpu import splits
 
     for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
-        split = runner.kernel_threads > 1 and any(splits(c.dims) for c in configs
-                                                  if c.backend == "cpu" and c.dtype == dtype)
-        prepare_cpu_kernels(dtype, runner.kernel_threads, split, progress, stream)
+        split = kernel_threads > 1 and any(splits(c.dims) for c in configs
+                                           if c.backend == "cpu" and c.dtype == dtype)
+        prepare_cpu_kernels(dtype, kernel_threads, split, progress, stream)
 
 
 def prepare_cpu_kernels(dtype: str, kernel_threads: int | None, split: bool, progress: bool, stream) -> None:
