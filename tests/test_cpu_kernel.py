@@ -159,6 +159,20 @@ def test_chunked_calls_equal_one_call():
     assert np.array_equal(loss_one, loss_many)
 
 
+def test_read_only_data_train_with_the_kernels_compiled_for_writable_data():
+    """Sweeps hand the kernels read-only X, Y: that must not be a second compile of every kernel."""
+    rng = np.random.default_rng()
+    X, Y = rng.standard_normal((12, 4)), rng.standard_normal((3, 4))
+    W = fastlin.init_weights([12, 9, 9, 3], "orthogonal", rng=int(rng.integers(1 << 30)))
+    writable = fastlin.train(W, X, Y, lr=1e-3, steps=6, backend="cpu")
+    compiled = set(cpu.run_chunk.signatures)
+    X.setflags(write=False)
+    Y.setflags(write=False)
+    read_only = fastlin.train(W, X, Y, lr=1e-3, steps=6, backend="cpu")
+    assert set(cpu.run_chunk.signatures) == compiled
+    np.testing.assert_array_equal(read_only.loss, writable.loss)
+
+
 def test_cpu_status_and_stop_match_reference():
     Ws, X, Y, lr = paper_net()
     a = fastlin.train(Ws, X, Y, lr=lr, steps=3000, rtol_stop=1e-6, backend="cpu")

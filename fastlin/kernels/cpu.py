@@ -699,7 +699,10 @@ class State:
         self.boff = np.concatenate([[0], np.cumsum(2 * dy * self.dims)]).astype(np.int64)
         self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
         self.B2 = np.zeros(self.boff[-1], dtype=dtype)
-        self.X, self.Y = X, Y
+        # Y goes into the compiled kernels: an own, writable copy, because a
+        # read-only Y (the sweeps' data are read-only) is another Numba type
+        # and would compile every kernel a second time.
+        self.X, self.Y = X, np.array(Y)
         self.eta = np.asarray(eta, dtype=dtype)
         dmax = int(self.dims.max())
         threads = numba.config.NUMBA_NUM_THREADS
