@@ -1,4 +1,4 @@
-"""How the cores of this machine behave for the CPU kernel's threads: barrier cost and idle-core slowdown.
+"""How the cores of this machine behave for the CPU kernel's threads: barrier cost, idle-core slowdown, sharing.
 
 1. ``sync.barrier`` alone, 10^6 times on all threads (one parallel region):
    ns per barrier. About 0.04-0.09 us when the VM's vCPUs are close, 0.34-0.36
@@ -9,6 +9,13 @@
    all cores spinning (``machine.settle_cores``). The gap is why the
    benchmark settles the cores before each timed round and why a state's
    first chunk is not timed by the kernel's choice of threads.
+3. What the other cores add: a multiply-add loop in registers (no memory
+   traffic) timed on one thread, then the same loop on every thread at once
+   (one parallel region, so its time is the slowest thread's, as for a
+   kernel whose threads meet at barriers). The ratio all / one is 1.0 where
+   each vCPU is a core of its own and 2.0 where two vCPUs share one core's
+   arithmetic units (or one of them is not running); per round, the two in
+   alternation.
 
     python bench/cores.py
 """
@@ -25,6 +32,7 @@ from fastlin.kernels import cpu, sync
 from fastlin.model import layer_rates, to_normalized
 
 BARRIERS = 1_000_000
+SPIN_ITERATIONS = 4_000_000  # ~10 ms of one core's multiply-adds
 
 
 @numba.njit(parallel=True, cache=False)
@@ -43,6 +51,39 @@ def barrier_ns():
     start = time.perf_counter()
     _barriers(flags, T, BARRIERS)
     return T, (time.perf_counter() - start) / BARRIERS * 1e9
+
+
+@numba.njit(cache=False, fastmath={"contract"})
+def _spin(n):
+    """n rounds of eight independent multiply-add chains, in registers."""
+    x, y = 1.0000001, 1e-9
+    a0, a1, a2, a3, a4, a5, a6, a7 = 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0
+    for _ in range(n):
+        a0, a1, a2, a3 = a0 * x + y, a1 * x + y, a2 * x + y, a3 * x + y
+        a4, a5, a6, a7 = a4 * x + y, a5 * x + y, a6 * x + y, a7 * x + y
+    return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7
+
+
+@numba.njit(parallel=True, cache=False)
+def _spin_all(n, out):
+    for t in prange(out.size):
+        out[t] = _spin(n)
+
+
+def sharing(rounds=15):
+    """Seconds of ``_spin`` on one thread and on all threads at once, per round: array (rounds, 2)."""
+    out = np.zeros(numba.get_num_threads())
+    _spin(10)
+    _spin_all(10, out)
+    times = np.zeros((rounds, 2))
+    for i in range(rounds):
+        start = time.perf_counter()
+        _spin(SPIN_ITERATIONS)
+        times[i, 0] = time.perf_counter() - start
+        start = time.perf_counter()
+        _spin_all(SPIN_ITERATIONS, out)
+        times[i, 1] = time.perf_counter() - start
+    return times
 
 
 def chunk_ms(state, k=4):
@@ -81,6 +122,13 @@ def main():
           "second chunk after settling the cores")
     for idle, settled in idle_and_settled():
         print(f"  {idle:6.1f} | {settled:6.1f}")
+    times = sharing()
+    ratio = times[:, 1] / times[:, 0]
+    print(f"multiply-adds in registers, ms: one thread min {times[:, 0].min() * 1e3:.1f} "
+          f"median {np.median(times[:, 0]) * 1e3:.1f}; {T} threads at once min {times[:, 1].min() * 1e3:.1f} "
+          f"median {np.median(times[:, 1]) * 1e3:.1f}")
+    print(f"  all / one per round (1.0: a core each; 2.0: two share one): min {ratio.min():.2f} "
+          f"median {np.median(ratio):.2f} max {ratio.max():.2f}")
 
 
 if __name__ == "__main__":
