@@ -1,12 +1,18 @@
 """Independent, autograd-free computations in the paper's raw parametrization.
 
 These use the explicit alpha = prod_i d_i^(-1/2), so they only work at small
-depth; they check fastlin's normalized-form code from the outside.
+depth; they check fastlin's normalized-form code from the outside. Also
+small tools the tests share: threads, random problems, loading bench/ scripts.
 """
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
+
+BENCH = Path(__file__).parents[1] / "bench"
 
 
 def alpha(dims):
@@ -68,3 +74,13 @@ def run_in_threads(fn, count):
     for w in workers:
         w.join()
     return out
+
+
+def load_bench(name):
+    """bench/NAME.py imported as the module bench_NAME (bench/ goes on sys.path for the scripts' own imports)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """bench/ab.py: the sizes it parses and the old kernel it loads beside the current one (and removes)."""
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import load_bench
+
 ROOT = Path(__file__).parents[1]
-_spec = importlib.util.spec_from_file_location("bench_ab", ROOT / "bench" / "ab.py")
-ab = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ab)
+ab = load_bench("ab")
 
 
 def test_sizes_parse_and_bad_ones_are_refused():

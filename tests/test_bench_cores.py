@@ -1,16 +1,10 @@
 """bench/cores.py: the sharing measurement (one thread's multiply-adds against all threads' at once)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-BENCH = Path(__file__).parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-_spec = importlib.util.spec_from_file_location("bench_cores", BENCH / "cores.py")
-cores = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cores)
+from helpers import load_bench
+
+cores = load_bench("cores")
 
 
 def test_spin_does_the_multiply_adds_it_is_timed_for():

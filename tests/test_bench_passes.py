@@ -1,17 +1,11 @@
 """bench/passes.py: single passes timed with the direction each one ran."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-_spec = importlib.util.spec_from_file_location("bench_passes", BENCH / "passes.py")
-passes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(passes)
+from helpers import load_bench
+
+passes = load_bench("passes")
 
 
 def test_passes_alternate_and_each_is_timed_under_its_direction():

@@ -1,15 +1,11 @@
 """bench/report.py: the floor of a step and the merge of several benchmark runs."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 import fastlin
+from helpers import load_bench
 
-_spec = importlib.util.spec_from_file_location("bench_report", Path(__file__).parents[1] / "bench" / "report.py")
-report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(report)
+report = load_bench("report")
 
 
 def test_step_floor_counts_swept_layers_fully_and_the_first_through_z():
