@@ -202,6 +202,7 @@ def test_cpu_chains_at_recorded_steps(t):
     ([37, 9, 9, 21], 5),          # ... and a thread with no rows (9 < RANGE_UNIT)
     ([20, 16], 6),                # L = 1: the first layer only
     ([1024, 64, 64, 10], 16),     # the paper's data shape
+    ([40, 300, 100, 300, 12], 16),  # float64: rows of 300 split by rows, of 100 by columns, in turn
 ])
 def test_one_thread_and_all_threads_give_identical_results(dims, n, dtype):
     """Both choices sweep the same row ranges in the same order: bit-for-bit the same run.
@@ -312,7 +313,7 @@ def test_chain_cols_matches_numpy_for_every_chain_count(dtype, tol):
         for first in (True, False):
             want = terms if first else acc.astype(np.float64) + terms
             got = acc.copy()
-            cpu.chain_cols(Vk, B_in, got, r0, r1, first)
+            cpu.chain_cols(Vk, B_in, got, r0, r1, first, 0, cols)
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(r1 - r0, 1),
                                        err_msg=f"P = {P}, first = {first}")
 
@@ -329,5 +330,42 @@ def test_chain_blocks_forms_the_whole_product_over_several_blocks(dtype, tol):
         acc = rng.standard_normal((P, cols + 9)).astype(dtype)
         want = acc.astype(np.float64)
         want[:, :cols] = B_in.astype(np.float64) @ Vk.astype(np.float64)
-        cpu.chain_blocks(Vk, B_in, acc)
+        cpu.chain_blocks(Vk, B_in, acc, 0, cols)
         np.testing.assert_allclose(acc, want, rtol=tol, atol=tol * rows, err_msg=f"P = {P}, {rows} x {cols}")
+        # A range of columns from a multiple of RANGE_UNIT: those columns only, with the same bits.
+        c0 = int(rng.integers(0, cols // cpu.RANGE_UNIT + 1)) * cpu.RANGE_UNIT
+        c1 = int(rng.integers(c0, cols + 1))
+        part = np.zeros_like(acc)
+        cpu.chain_blocks(Vk, B_in, part, c0, c1)
+        assert np.array_equal(part[:, c0:c1], acc[:, c0:c1]) and not part[:, :c0].any() and not part[:, c1:].any()
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_down_cols_sweeps_its_columns_through_old_and_new_weights(dtype, tol):
+    """A downward layer split by columns: old chain, rank-K update, new chain, on columns [c0, c1) only.
+
+    Rows beyond one block of STRIP_ROWS, column ranges off the strip width,
+    d_y from 1 to 7 (groups of five chains and single ones), K from 1 to 12.
+    """
+    rng = np.random.default_rng()
+    for dy, K in [(1, 1), (2, 12), (5, 5), (7, 10), (6, 3)]:
+        rows = int(rng.choice([3, 40, cpu.STRIP_ROWS + 37]))
+        cols = int(rng.integers(1, 90))
+        c0 = int(rng.integers(0, cols // cpu.RANGE_UNIT + 1)) * cpu.RANGE_UNIT
+        c1 = int(rng.integers(c0, cols + 1))
+        Vk = rng.standard_normal((rows, cols)).astype(dtype)
+        B_in = rng.standard_normal((2 * dy, rows)).astype(dtype)
+        C = rng.standard_normal((K, rows)).astype(dtype)
+        M = rng.standard_normal((K, cols + 5)).astype(dtype)
+        out = rng.standard_normal((2 * dy, cols)).astype(dtype)
+        alpha = float(rng.uniform(-1, 1))
+        V64, B64 = Vk.astype(np.float64), B_in.astype(np.float64)
+        want_V = V64.copy()
+        want_V[:, c0:c1] += alpha * C.astype(np.float64).T @ M[:, c0:c1].astype(np.float64)
+        want_out = out.astype(np.float64)
+        want_out[:dy, c0:c1] = B64[:dy] @ V64[:, c0:c1]
+        want_out[dy:, c0:c1] = B64[dy:] @ want_V[:, c0:c1]
+        cpu.down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1)
+        scale = max(rows, K)
+        np.testing.assert_allclose(Vk, want_V, rtol=tol, atol=tol * scale, err_msg=f"d_y = {dy}, K = {K}")
+        np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol * scale * 10, err_msg=f"d_y = {dy}, K = {K}")

@@ -23,16 +23,26 @@ weight is read from memory once and written once per step; where a layer is
 too big for the caches, the next tile is prefetched while the current one is
 worked on from L1 (hints.py).
 
-Threads: a net wide enough (THREADS_MIN_WEIGHTS) is split into one row range
-per thread in every layer. A chunk of steps then runs either in ONE parallel
-region (``run_chunk_parallel``), each thread sweeping its range of every
-layer in both passes and waiting for the others at a barrier between layers
-(sync.py, 0.04-0.35 us, where opening a region per layer costs ~2 us), or on
-one thread sweeping all ranges (``run_chunk``); threads.py picks by timing.
-Going down, each thread sums its range's terms of the chains into its own
-buffer and, after the barrier, adds up the buffers for its share of the
-columns; one thread adds range after range into B in the same order, so
-both choices give the same bits. Narrower nets: one range, one thread.
+Going down, a layer whose rows are short (COLUMNS_MAX_ROW_BYTES: m <= 256
+in float64) is swept in column strips instead (``down_cols``): a strip of
+one cache line of columns over all rows (blocks of STRIP_ROWS), the chains'
+strips in registers throughout, its old chain, update and new chain in turn.
+Each column's chains then come out whole, and the factor M = E A^T is
+needed for the strip's columns only.
+
+Threads: a net wide enough (THREADS_MIN_WEIGHTS) is split into one range
+per thread in every layer: of rows going up, and going down of columns
+(layers swept in strips) or of rows (the others). A chunk of steps then runs
+either in ONE parallel region (``run_chunk_parallel``), each thread sweeping
+its range of every layer in both passes and waiting for the others at a
+barrier between layers (sync.py, 0.04-0.35 us, where opening a region per
+layer costs ~2 us), or on one thread sweeping all ranges (``run_chunk``);
+threads.py picks by timing. A downward layer split by rows gives partial
+chains: each thread sums its range's terms into its own buffer and, after
+the barrier, adds up the buffers for its share of the columns; one thread
+adds range after range into B in the same order. Every row or column has
+the same arithmetic whichever thread sweeps it, so both choices give the
+same bits. Narrower nets: one range, one thread.
 
 The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
 (d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of
@@ -69,12 +79,12 @@ from .sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
 from .threads import chooser
 
 # A net whose widest swept layer (2..L) has at least THREADS_MIN_WEIGHTS
-# weights is split into one row range per thread, and each chunk of steps
-# runs either on all threads (one parallel region per chunk, each thread
-# sweeping its range of every layer, barriers between layers: sync.py) or on
-# one thread sweeping all ranges, whichever measures faster for that net
-# shape (threads.py; all threads until both are measured); the results are
-# the same. Below it, splitting costs one thread more (8-14% at m = 32) than
+# weights is split into one range (of rows or columns) per thread, and each
+# chunk of steps runs either on all threads (one parallel region per chunk,
+# each thread sweeping its range of every layer, barriers between layers:
+# sync.py) or on one thread sweeping all ranges, whichever measures faster
+# for that net shape (threads.py; all threads until both are measured); the
+# results are the same. Below it, splitting costs one thread more (8-14% at m = 32) than
 # all threads gain on this VM when its cores are far apart. Measured with
 # bench/threshold.py (see bench/README.md).
 THREADS_MIN_WEIGHTS = 1 << 12
@@ -96,6 +106,14 @@ RANGE_UNIT = LINE_BYTES // 4
 # of which an L1 has 8 ways (measured: bench/README.md).
 DOWN_BYTES = 1 << 14
 DOWN_ROWS = 8
+# A downward layer whose rows are at most COLUMNS_MAX_ROW_BYTES long is split
+# among threads by columns and swept in column strips (``down_cols``), a
+# longer one by rows, in blocks of whole rows (``down_rows``): a strip reads
+# one line of every row, and rows 4 KiB or more apart share one L1 set and
+# few L2 sets (measured: bench/README.md). A strip is swept in blocks of
+# STRIP_ROWS rows.
+COLUMNS_MAX_ROW_BYTES = 2048
+STRIP_ROWS = 256
 
 # Tile kernels (plain loops over 2-D views, or explicit vectors: simd.py),
 # shared by serial and parallel sweeps.
@@ -273,18 +291,18 @@ def set_block(out, C, M, K, alpha, r0, r1, c0, c1):
 
 
 @serial
-def strips5(flat, din, B_in, acc, p, r0, r1, c1, first):
-    """acc[p + j, :c1] (= or +=) sum_{r in [r0, r1)} B_in[p + j, r] Vk[r, :c1] for j < 5 (Vk stored flat).
+def strips5(flat, din, B_in, acc, p, r0, r1, c0, c1, first):
+    """acc[p + j, c0:c1] (= or +=) sum_{r in [r0, r1)} B_in[p + j, r] Vk[r, c0:c1] for j < 5 (Vk stored flat).
 
     One column strip (a cache line, simd.Vec) at a time: the five chains'
     strips stay in registers while the rows of the strip stream past, each
-    loaded once for five multiply-adds. c1 is a multiple of the strip width.
+    loaded once for five multiply-adds. c1 - c0 is a multiple of the strip width.
     """
     W = LINE_BYTES // flat.itemsize
     zero = splat(flat.dtype.type(0))
     o0, o1, o2, o3, o4 = acc[p], acc[p + 1], acc[p + 2], acc[p + 3], acc[p + 4]
     b0, b1, b2, b3, b4 = B_in[p], B_in[p + 1], B_in[p + 2], B_in[p + 3], B_in[p + 4]
-    for c in range(0, c1, W):
+    for c in range(c0, c1, W):
         if first:
             a0 = a1 = a2 = a3 = a4 = zero
         else:
@@ -306,11 +324,11 @@ def strips5(flat, din, B_in, acc, p, r0, r1, c1, first):
 
 
 @serial
-def strips1(flat, din, B_in, acc, p, r0, r1, c1, first):
+def strips1(flat, din, B_in, acc, p, r0, r1, c0, c1, first):
     """``strips5`` for the one chain p."""
     W = LINE_BYTES // flat.itemsize
     o0, b0 = acc[p], B_in[p]
-    for c in range(0, c1, W):
+    for c in range(c0, c1, W):
         a0 = splat(flat.dtype.type(0)) if first else load(o0, c)
         q = r0 * din + c
         for r in range(r0, r1):
@@ -320,33 +338,33 @@ def strips1(flat, din, B_in, acc, p, r0, r1, c1, first):
 
 
 @serial
-def chain_cols(Vk, B_in, acc, r0, r1, first):
-    """acc[p, :] (= if first, else +=) sum_{r in [r0, r1)} B_in[p, r] Vk[r, :] for all p.
+def chain_cols(Vk, B_in, acc, r0, r1, first, c0, c1):
+    """acc[p, c0:c1] (= if first, else +=) sum_{r in [r0, r1)} B_in[p, r] Vk[r, c0:c1] for all p.
 
     Five chains at a time (``strips5``), the rest one by one; the columns
-    after the last whole strip (d_in not a multiple of its width) by plain
-    loops.
+    after the last whole strip from c0 by plain loops (so a column's
+    arithmetic does not depend on c0 where c0 is a multiple of the strip).
     """
     P = B_in.shape[0]
     din = Vk.shape[1]
     flat = Vk.reshape(Vk.size)
     W = LINE_BYTES // Vk.itemsize
-    full = din // W * W
+    full = c0 + (c1 - c0) // W * W
     p = 0
     while p + 5 <= P:
-        strips5(flat, din, B_in, acc, p, r0, r1, full, first)
+        strips5(flat, din, B_in, acc, p, r0, r1, c0, full, first)
         p += 5
     while p < P:
-        strips1(flat, din, B_in, acc, p, r0, r1, full, first)
+        strips1(flat, din, B_in, acc, p, r0, r1, c0, full, first)
         p += 1
     for p in range(P):
-        o = acc[p][full:din]
+        o = acc[p][full:c1]
         if first:
             o[:] = 0
         for r in range(r0, r1):
             b = B_in[p, r]
-            v = Vk[r][full:din]
-            for c in range(din - full):
+            v = Vk[r][full:c1]
+            for c in range(c1 - full):
                 o[c] += b * v[c]
 
 
@@ -357,11 +375,160 @@ def block_rows(din, itemsize):
 
 
 @serial
-def chain_blocks(Vk, B_in, acc):
-    """acc[p, :] = sum_r B_in[p, r] Vk[r, :] for all p and all rows r of Vk: ``chain_cols``, block after block."""
+def chain_blocks(Vk, B_in, acc, c0, c1):
+    """acc[p, c0:c1] = sum_r B_in[p, r] Vk[r, c0:c1] for all p, over all rows of Vk: ``chain_cols``, block by block."""
     rows = block_rows(Vk.shape[1], Vk.itemsize)
     for r in range(0, Vk.shape[0], rows):
-        chain_cols(Vk, B_in, acc, r, min(r + rows, Vk.shape[0]), r == 0)
+        chain_cols(Vk, B_in, acc, r, min(r + rows, Vk.shape[0]), r == 0, c0, c1)
+
+
+@serial
+def strip5(flat, din, B_in, out, p, r0, r1, c, first, ahead, a0, a1):
+    """out[p + j, c:c+W] (= or +=) sum_{r in [r0, r1)} B_in[p + j, r] Vk[r, c:c+W], j < 5 (Vk flat; W: a strip).
+
+    The five chains' strips stay in registers over all the rows (one line
+    of each); meanwhile the elements a0, a0 + din, ... below a1 of ``ahead``
+    (a strip of the next block) are prefetched, one per row.
+    """
+    zero = splat(flat.dtype.type(0))
+    o0, o1, o2, o3, o4 = out[p], out[p + 1], out[p + 2], out[p + 3], out[p + 4]
+    b0, b1, b2, b3, b4 = B_in[p], B_in[p + 1], B_in[p + 2], B_in[p + 3], B_in[p + 4]
+    if first:
+        s0 = s1 = s2 = s3 = s4 = zero
+    else:
+        s0, s1, s2, s3, s4 = load(o0, c), load(o1, c), load(o2, c), load(o3, c), load(o4, c)
+    q = r0 * din + c
+    for r in range(r0, r1):
+        if a0 < a1:
+            prefetch(ahead, a0)
+            a0 += din
+        v = load(flat, q)
+        s0 = madd(s0, splat(b0[r]), v)
+        s1 = madd(s1, splat(b1[r]), v)
+        s2 = madd(s2, splat(b2[r]), v)
+        s3 = madd(s3, splat(b3[r]), v)
+        s4 = madd(s4, splat(b4[r]), v)
+        q += din
+    store(o0, c, s0)
+    store(o1, c, s1)
+    store(o2, c, s2)
+    store(o3, c, s3)
+    store(o4, c, s4)
+
+
+@serial
+def strip1(flat, din, B_in, out, p, r0, r1, c, first, ahead, a0, a1):
+    """``strip5`` for the one chain p."""
+    o0, b0 = out[p], B_in[p]
+    s0 = splat(flat.dtype.type(0)) if first else load(o0, c)
+    q = r0 * din + c
+    for r in range(r0, r1):
+        if a0 < a1:
+            prefetch(ahead, a0)
+            a0 += din
+        s0 = madd(s0, splat(b0[r]), load(flat, q))
+        q += din
+    store(o0, c, s0)
+
+
+@serial
+def strip_chains(flat, din, B_in, out, p0, p1, r0, r1, c, first, a0, a1):
+    """Chains [p0, p1) of a strip (``strip5``, the rest ``strip1``); the prefetch goes with the first call."""
+    p = p0
+    while p < p1:
+        if p + 5 <= p1:
+            strip5(flat, din, B_in, out, p, r0, r1, c, first, flat, a0, a1)
+            p += 5
+        else:
+            strip1(flat, din, B_in, out, p, r0, r1, c, first, flat, a0, a1)
+            p += 1
+        a1 = a0  # prefetched
+
+
+@serial
+def strip_update(flat, din, C, M, K, alpha, r0, r1, c):
+    """Vk[r, c:c+W] += alpha sum_{k<K} C[k, r] M[k, c:c+W] for rows [r0, r1): five terms' M strips in registers."""
+    alpha = flat.dtype.type(alpha)
+    k = 0
+    while k + 5 <= K:
+        m0, m1, m2, m3, m4 = load(M[k], c), load(M[k + 1], c), load(M[k + 2], c), load(M[k + 3], c), load(M[k + 4], c)
+        c0, c1, c2, c3, c4 = C[k], C[k + 1], C[k + 2], C[k + 3], C[k + 4]
+        q = r0 * din + c
+        for r in range(r0, r1):
+            v = load(flat, q)
+            v = madd(madd(madd(madd(madd(v, splat(alpha * c0[r]), m0), splat(alpha * c1[r]), m1),
+                                splat(alpha * c2[r]), m2), splat(alpha * c3[r]), m3), splat(alpha * c4[r]), m4)
+            store(flat, q, v)
+            q += din
+        k += 5
+    while k < K:
+        m0, c0 = load(M[k], c), C[k]
+        q = r0 * din + c
+        for r in range(r0, r1):
+            store(flat, q, madd(load(flat, q), splat(alpha * c0[r]), m0))
+            q += din
+        k += 1
+
+
+@serial
+def down_column(Vk, B_in, out, C, M, K, alpha, c):
+    """Column c of a downward layer in plain loops: old chain, update, new chain (columns after the last strip)."""
+    P = B_in.shape[0]
+    dy = P // 2
+    alpha = Vk.dtype.type(alpha)
+    for p in range(dy):
+        acc = Vk.dtype.type(0)
+        for r in range(Vk.shape[0]):
+            acc += B_in[p, r] * Vk[r, c]
+        out[p, c] = acc
+    for r in range(Vk.shape[0]):
+        v = Vk[r, c]
+        for k in range(K):
+            v += alpha * C[k, r] * M[k, c]
+        Vk[r, c] = v
+    for p in range(dy, P):
+        acc = Vk.dtype.type(0)
+        for r in range(Vk.shape[0]):
+            acc += B_in[p, r] * Vk[r, c]
+        out[p, c] = acc
+
+
+@serial
+def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
+    """Columns [c0, c1) of one downward layer: both chains and the update, strip after strip.
+
+    out[p, c] = sum_r B_in[p, r] Vk[r, c], through the old column for the
+    old chain (p < d_y) and, after its update Vk[r, c] += alpha sum_k C[k, r]
+    M[k, c], through the new one; all rows, so the chains come out whole.
+    A strip (one cache line of columns) is swept in blocks of STRIP_ROWS
+    rows, each block's three steps in turn while its lines are in the caches
+    (L2 at m = 256: rows 2 KiB apart share two L1 sets), the chains' strips
+    in registers; the next block is prefetched during its old chain where
+    the range is too big to stay in the caches (WHOLE_MAX_WEIGHTS). Each
+    column's arithmetic is the same whatever [c0, c1) is, where c0 is a
+    multiple of the strip width (the columns after the last whole strip:
+    ``down_column``).
+    """
+    P = B_in.shape[0]
+    dy = P // 2
+    dout, din = Vk.shape
+    flat = Vk.reshape(Vk.size)
+    W = LINE_BYTES // Vk.itemsize
+    full = c0 + (c1 - c0) // W * W
+    ahead = (c1 - c0) * dout >= WHOLE_MAX_WEIGHTS
+    for c in range(c0, full, W):
+        for r in range(0, dout, STRIP_ROWS):
+            re = min(r + STRIP_ROWS, dout)
+            a0 = a1 = 0
+            if ahead and re < dout:
+                a0, a1 = re * din + c, min(re + STRIP_ROWS, dout) * din + c
+            elif ahead and c + W < full:
+                a0, a1 = c + W, min(STRIP_ROWS, dout) * din + c + W
+            strip_chains(flat, din, B_in, out, 0, dy, r, re, c, r == 0, a0, a1)
+            strip_update(flat, din, C, M, K, alpha, r, re, c)
+            strip_chains(flat, din, B_in, out, dy, P, r, re, c, r == 0, 0, 0)
+    for c in range(full, c1):
+        down_column(Vk, B_in, out, C, M, K, alpha, c)
 
 
 @serial
@@ -441,11 +608,11 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     terms = acc if add else part
     for r in range(r0, r1, rows):
         re = min(r + rows, r1)
-        chain_cols(Vk, B_in[:dy], terms[:dy], r, re, r == r0)
+        chain_cols(Vk, B_in[:dy], terms[:dy], r, re, r == r0, 0, din)
         if ahead and re < r1:
             prefetch_block(flat, din, re, min(re + rows, r1), 0, din)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
-        chain_cols(Vk, B_in[dy:], terms[dy:], r, re, r == r0)
+        chain_cols(Vk, B_in[dy:], terms[dy:], r, re, r == r0, 0, din)
     if add:
         if r1 > r0:
             for p in range(P):
@@ -575,18 +742,29 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, S_T, M_T):
 
 
 @serial
+def by_columns(din, itemsize):
+    """Whether a downward layer of rows ``din`` long is split among threads by columns (``down_cols``), not rows."""
+    return din * itemsize <= COLUMNS_MAX_ROW_BYTES
+
+
+@serial
 def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, blk, fparts, f_T):
     """Thread t of T: step t+1 -> t+2 going down; returns (loss(t+2), epoch).
 
-    With T = R threads, thread u sweeps row range u of a layer into its own
-    partial chains (``parts[k % 2, u]``); after a barrier each thread sums the
-    partials for the columns that are its rows of the next layer down, so it
-    reads no other thread's B there, and the two sets of partials alternate
-    so that no second barrier is needed before they are written again. One
-    thread (T = 1) adds range after range straight into B, in the same order.
+    A layer whose rows are at most COLUMNS_MAX_ROW_BYTES long is split among
+    the threads by columns: thread t sweeps all rows of its range of columns
+    (``own``, as going up with rows) in strips (``down_cols``), so its
+    columns of both chains come out whole, and it forms the factor M for its
+    columns only. A longer layer is split by rows: thread u sweeps row range
+    u into its own partial chains (``parts[k % 2, u]``); after a barrier each
+    thread sums the partials for the columns that are its rows of the next
+    layer down (``sum_parts``), and the two sets of partials alternate so
+    that no second barrier is needed before they are written again. One
+    thread (T = 1) sweeps all columns, or adds range after range straight
+    into B in the order ``sum_parts`` adds them: the same bits either way.
     The gradient factors are those of ``up_pass`` with the roles swapped:
-    d_y <= n: C = B (old, just summed), M = E A^T (cached A); d_y > n:
-    C = eta E^T B on own rows, M = A^T.
+    d_y <= n: C = B (old), M = E A^T (cached A); d_y > n: C = eta E^T B,
+    M = A^T.
     """
     V, voff, dims, A2, aoff, B2, boff = net
     Y, G, eta = data
@@ -601,9 +779,19 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
         B_in = level(B2, boff, dims, k + 1, P)
         B_out = level(B2, boff, dims, k, P)
         A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
+        if by_columns(din, Vk.itemsize):
+            c0, c1 = own(din, t, T, R)
+            if dy <= n:
+                chain_blocks(A_cached, E, Mf, c0, c1)  # M = E A^T on this thread's columns
+                down_cols(Vk, B_in, B_out, B_in[:dy], Mf, dy, -eta[k], c0, c1)
+            else:
+                set_block(Cf, E, B_in[:dy], dy, eta[k], 0, n, 0, dout)  # C on all rows
+                down_cols(Vk, B_in, B_out, Cf, A_cached, n, -1.0, c0, c1)
+            epoch = barrier(flags, t, T, epoch)  # the next layer reads all of B_out
+            continue
         acc = blk[:P * din].reshape((P, din))
         if dy <= n:
-            chain_blocks(A_cached, E, Mf)  # M = E A^T: a downward chain through A^T's n rows
+            chain_blocks(A_cached, E, Mf, 0, din)  # M = E A^T: a downward chain through A^T's n rows
         for u in range(t, R, T):
             r0, r1 = span(dout, u, R)
             # One thread adds range after range straight into B, as sum_parts would.
@@ -618,8 +806,11 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
             epoch = barrier(flags, t, T, epoch)
             c0, c1 = span(din, t, T)
             sum_parts(parts[k % 2], R, B_out, c0, c1)
-    # The first layer steps Z(t+1) -> Z(t+2) in place on the columns this
-    # thread has just summed; f(t+2)^T = Z^T B'_1^T, summed over ranges.
+            if k > 1 and by_columns(dims[k - 1], Vk.itemsize):
+                epoch = barrier(flags, t, T, epoch)  # a layer split by columns reads all of B_out
+    # The first layer steps Z(t+1) -> Z(t+2) in place on this thread's
+    # columns of B_1 (the ones it has just swept or summed); f(t+2)^T =
+    # Z^T B'_1^T, summed over ranges.
     Z_T = level(A2, aoff, dims, 1, 2 * n)[n:]
     B1 = level(B2, boff, dims, 1, P)
     c0, c1 = own(dims[1], t, T, R)
