@@ -474,29 +474,6 @@ def strip_update(flat, din, C, M, K, alpha, r0, r1, c):
 
 
 @serial
-def down_column(Vk, B_in, out, C, M, K, alpha, c):
-    """Column c of a downward layer in plain loops: old chain, update, new chain (columns after the last strip)."""
-    P = B_in.shape[0]
-    dy = P // 2
-    alpha = Vk.dtype.type(alpha)
-    for p in range(dy):
-        acc = Vk.dtype.type(0)
-        for r in range(Vk.shape[0]):
-            acc += B_in[p, r] * Vk[r, c]
-        out[p, c] = acc
-    for r in range(Vk.shape[0]):
-        v = Vk[r, c]
-        for k in range(K):
-            v += alpha * C[k, r] * M[k, c]
-        Vk[r, c] = v
-    for p in range(dy, P):
-        acc = Vk.dtype.type(0)
-        for r in range(Vk.shape[0]):
-            acc += B_in[p, r] * Vk[r, c]
-        out[p, c] = acc
-
-
-@serial
 def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
     """Columns [c0, c1) of one downward layer: both chains and the update, strip after strip.
 
@@ -509,8 +486,7 @@ def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
     in registers; the next block is prefetched during its old chain where
     the range is too big to stay in the caches (WHOLE_MAX_WEIGHTS). Each
     column's arithmetic is the same whatever [c0, c1) is, where c0 is a
-    multiple of the strip width (the columns after the last whole strip:
-    ``down_column``).
+    multiple of the strip width.
     """
     P = B_in.shape[0]
     dy = P // 2
@@ -530,8 +506,10 @@ def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
             strip_chains(flat, din, B_in, out, 0, dy, r, re, c, r == 0, a0, a1)
             strip_update(flat, din, C, M, K, alpha, r, re, c)
             strip_chains(flat, din, B_in, out, dy, P, r, re, c, r == 0, 0, 0)
-    for c in range(full, c1):
-        down_column(Vk, B_in, out, C, M, K, alpha, c)
+    # The columns after the last whole strip: the same three steps in plain loops.
+    chain_cols(Vk, B_in[:dy], out[:dy], 0, dout, True, full, c1)
+    add_product(Vk, C, M, K, alpha, 0, dout, full, c1)
+    chain_cols(Vk, B_in[dy:], out[dy:], 0, dout, True, full, c1)
 
 
 @serial
