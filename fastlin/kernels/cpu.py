@@ -450,25 +450,32 @@ def strip_chains(flat, din, B_in, out, p0, p1, r0, r1, c, first, a0, a1):
 
 @serial
 def strip_update(flat, din, C, M, K, alpha, r0, r1, c):
-    """Vk[r, c:c+W] += alpha sum_{k<K} C[k, r] M[k, c:c+W] for rows [r0, r1): five terms' M strips in registers."""
-    alpha = flat.dtype.type(alpha)
+    """Vk[r, c:c+W] += sum_{k<K} C[k, r] (alpha M[k, c:c+W]) for rows [r0, r1): five terms' scaled M strips in registers.
+
+    alpha scales the M strips once per call, not C[k, r] once per row: a
+    scalar multiply per term and row would share the multiply-add ports
+    with the update's own multiply-adds (five per ten).
+    """
+    a = splat(flat.dtype.type(alpha))
+    zero = splat(flat.dtype.type(0))
     k = 0
     while k + 5 <= K:
-        m0, m1, m2, m3, m4 = load(M[k], c), load(M[k + 1], c), load(M[k + 2], c), load(M[k + 3], c), load(M[k + 4], c)
+        m0, m1, m2 = madd(zero, a, load(M[k], c)), madd(zero, a, load(M[k + 1], c)), madd(zero, a, load(M[k + 2], c))
+        m3, m4 = madd(zero, a, load(M[k + 3], c)), madd(zero, a, load(M[k + 4], c))
         c0, c1, c2, c3, c4 = C[k], C[k + 1], C[k + 2], C[k + 3], C[k + 4]
         q = r0 * din + c
         for r in range(r0, r1):
             v = load(flat, q)
-            v = madd(madd(madd(madd(madd(v, splat(alpha * c0[r]), m0), splat(alpha * c1[r]), m1),
-                                splat(alpha * c2[r]), m2), splat(alpha * c3[r]), m3), splat(alpha * c4[r]), m4)
+            v = madd(madd(madd(madd(madd(v, splat(c0[r]), m0), splat(c1[r]), m1),
+                                splat(c2[r]), m2), splat(c3[r]), m3), splat(c4[r]), m4)
             store(flat, q, v)
             q += din
         k += 5
     while k < K:
-        m0, c0 = load(M[k], c), C[k]
+        m0, c0 = madd(zero, a, load(M[k], c)), C[k]
         q = r0 * din + c
         for r in range(r0, r1):
-            store(flat, q, madd(load(flat, q), splat(alpha * c0[r]), m0))
+            store(flat, q, madd(load(flat, q), splat(c0[r]), m0))
             q += din
         k += 1
 
