@@ -138,6 +138,43 @@ def test_edge_and_parallel_shapes_match_reference(dims, n):
         assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_padded_rows_are_neither_read_nor_written(dtype, tol):
+    """Rows a multiple of PAD_ROW_BYTES long are stored one cache line longer; no kernel touches that line.
+
+    The padding is set to random numbers: a kernel reading it would spoil
+    the losses, one writing it (even adding to it) would change them. Both
+    passes, both thread choices, padded layers split by columns between
+    unpadded ones split by rows (rows of 2 PAD_ROW_BYTES) and by columns.
+    """
+    item = np.dtype(dtype).itemsize
+    m = cpu.PAD_ROW_BYTES // item  # 256 float64, 512 float32
+    dims, n = [40, m, m, 2 * m, 100, m, 12], 16
+    line = 64 // item
+    assert [cpu.row_stride(d, item) for d in dims[:-1]] == [40, m + line, m + line, 2 * m, 100, m + line]
+    rng = np.random.default_rng()
+    Ws, X, Y = random_problem(rng, dims, n, "orthogonal", dtype=dtype)
+    V = to_normalized(Ws, dims, dtype)
+    eta = layer_rates(0.5 * fastlin.theorem_lr(X.astype(np.float64), len(dims) - 1, dims[-1]), dims)
+    state = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
+    pads = []
+    for k in range(len(dims) - 1):
+        stored = state.V[state.voff[k]:state.voff[k + 1]].reshape(dims[k + 1], -1)
+        assert np.array_equal(state.layer(k), V[k]) and not stored[:, dims[k]:].any()
+        stored[:, dims[k]:] = rng.standard_normal(stored[:, dims[k]:].shape)
+        pads.append((stored[:, dims[k]:], stored[:, dims[k]:].copy()))
+    ref = reference.init_state([v.copy() for v in V], X, Y, eta)
+    loss, want = np.empty(12), np.empty(12)
+    for i, mode in enumerate(["all", "one", "all"]):  # 4 steps each: both passes twice
+        state.mode = mode
+        cpu.run_steps(state, loss[4 * i:4 * i + 4], -np.inf)
+        reference.run_steps(ref, want[4 * i:4 * i + 4], -np.inf)
+    assert loss_rel_err(loss, want, state.loss0) < tol
+    assert all(np.array_equal(pad, before) for pad, before in pads)
+    for a, b in zip(cpu.weights(state), reference.weights(ref)):
+        assert a.shape == b.shape and np.max(np.abs(a - b)) <= tol * np.max(np.abs(b))
+
+
 def paper_net(L=6, m=20, init="orthogonal", seed=0):
     X, Y = fastlin.paper_data(rng=0, dx=48, n=8, dy=5)
     Ws = fastlin.init_weights(fastlin.network_dims(L, m, 48, 5), init, rng=seed)
@@ -203,6 +240,7 @@ def test_cpu_chains_at_recorded_steps(t):
     ([20, 16], 6),                # L = 1: the first layer only
     ([1024, 64, 64, 10], 16),     # the paper's data shape
     ([40, 300, 100, 300, 12], 16),  # float64: rows of 300 split by rows, of 100 by columns, in turn
+    ([40, 256, 256, 512, 12], 16),  # float64: padded rows (row_stride) split by columns, then rows split by rows
 ])
 def test_one_thread_and_all_threads_give_identical_results(dims, n, dtype):
     """Both choices sweep the same row ranges in the same order: bit-for-bit the same run.

@@ -28,7 +28,9 @@ in float64) is swept in column strips instead (``down_cols``): a strip of
 one cache line of columns over all rows (blocks of STRIP_ROWS), the chains'
 strips in registers throughout, its old chain, update and new chain in turn.
 Each column's chains then come out whole, and the factor M = E A^T is
-needed for the strip's columns only.
+needed for the strip's columns only. Rows of 2 KiB are stored one cache
+line longer (PAD_ROW_BYTES), so that a strip's lines spread over all cache
+sets instead of two.
 
 Threads: a net wide enough (THREADS_MIN_WEIGHTS) is split into one range
 per thread in every layer: of rows going up, and going down of columns
@@ -53,12 +55,14 @@ removes the largest layer of a narrow net from every step: at m = 32 it holds
 half of all weights. The result is the same GD trajectory; only the rounding
 differs (tested against the reference like every other layer).
 
-Layout: all V_i in one flat buffer (layer k at ``voff[k]``, shape
-(d_{k+1}, d_k)); chains stored transposed with both halves in one block per
-level j = 0..L: ``A2`` level j is (2n, d_j) (rows 0..r-1 the old chain's
-"old rows", E A^T if d_y <= n (r = d_y) else A (r = n), valid during an
-upward pass only; rows n..2n-1 the new A'), ``B2`` level j is (2 d_y, d_j)
-(rows 0..dy-1 old B, dy..2dy-1 new B').
+Layout: all V_i in one flat buffer (layer k at ``voff[k]``, d_{k+1} rows
+of ``row_stride(d_k)`` elements, the first d_k of them the row; rows of
+2 KiB get one unused cache line more, PAD_ROW_BYTES); chains stored
+transposed with both halves in one block per level j = 0..L: ``A2`` level
+j is (2n, d_j) (rows 0..r-1 the old chain's "old rows", E A^T if d_y <= n
+(r = d_y) else A (r = n), valid during an upward pass only; rows n..2n-1
+the new A'), ``B2`` level j is (2 d_y, d_j) (rows 0..dy-1 old B, dy..2dy-1
+new B').
 """
 
 from __future__ import annotations
@@ -114,9 +118,27 @@ DOWN_ROWS = 8
 # STRIP_ROWS rows.
 COLUMNS_MAX_ROW_BYTES = 2048
 STRIP_ROWS = 256
+# A layer swept by columns whose rows are a multiple of PAD_ROW_BYTES long
+# (with COLUMNS_MAX_ROW_BYTES: rows of exactly 2 KiB, m = 256 in float64,
+# 512 in float32) is stored with one unused cache line after each row.
+# Unpadded, the lines of one column strip lie 32 lines apart and fall into
+# 2 of an L1's 64 sets and 32 of an L2's 1024 sets (8 ways each), so a
+# strip's 256-row block fills its L2 sets exactly and the prefetched next
+# block evicts it; 33 lines per row spread the strip over all sets. Layers
+# split by rows are not padded: their blocks are whole rows, and padding
+# them made L16 m1024 steps 0.92-0.96x as fast (measured: bench/README.md).
+PAD_ROW_BYTES = 2048
 
 # Tile kernels (plain loops over 2-D views, or explicit vectors: simd.py),
 # shared by serial and parallel sweeps.
+
+
+@serial
+def row_stride(din, itemsize):
+    """Elements from one stored row of a (., din) layer to the next: din, plus a cache line where PAD_ROW_BYTES says."""
+    if by_columns(din, itemsize) and din * itemsize % PAD_ROW_BYTES == 0:
+        return din + LINE_BYTES // itemsize
+    return din
 
 
 @serial
@@ -126,9 +148,10 @@ def chain_rows(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
     Register tile of 4 rows x 2 chain columns; the inner loop over c is a
     vectorized dot product. Meanwhile the elements [a0, a1) of the flat
     array ``ahead`` (the next tile, or none) are prefetched, a share before
-    each register tile (hints.py).
+    each register tile (hints.py). Vk may have more columns than A_in
+    (padding, ``row_stride``); only the first A_in.shape[1] are read.
     """
-    din = Vk.shape[1]
+    din = A_in.shape[1]
     S = A_in.shape[0]
     line = LINE_BYTES // Vk.itemsize
     tiles = max((r1 - r0) // 4 * (S // 2), 1)
@@ -346,16 +369,16 @@ def chain_cols(Vk, B_in, acc, r0, r1, first, c0, c1):
     arithmetic does not depend on c0 where c0 is a multiple of the strip).
     """
     P = B_in.shape[0]
-    din = Vk.shape[1]
+    ld = Vk.shape[1]
     flat = Vk.reshape(Vk.size)
     W = LINE_BYTES // Vk.itemsize
     full = c0 + (c1 - c0) // W * W
     p = 0
     while p + 5 <= P:
-        strips5(flat, din, B_in, acc, p, r0, r1, c0, full, first)
+        strips5(flat, ld, B_in, acc, p, r0, r1, c0, full, first)
         p += 5
     while p < P:
-        strips1(flat, din, B_in, acc, p, r0, r1, c0, full, first)
+        strips1(flat, ld, B_in, acc, p, r0, r1, c0, full, first)
         p += 1
     for p in range(P):
         o = acc[p][full:c1]
@@ -450,7 +473,7 @@ def strip_chains(flat, din, B_in, out, p0, p1, r0, r1, c, first, a0, a1):
 
 @serial
 def strip_update(flat, din, C, M, K, alpha, r0, r1, c):
-    """Vk[r, c:c+W] += sum_{k<K} C[k, r] (alpha M[k, c:c+W]) for rows [r0, r1): five terms' scaled M strips in registers.
+    """Vk[r, c:c+W] += sum_{k<K} C[k, r] (alpha M[k, c:c+W]), rows [r0, r1): five scaled M strips in registers.
 
     alpha scales the M strips once per call, not C[k, r] once per row: a
     scalar multiply per term and row would share the multiply-add ports
@@ -489,15 +512,16 @@ def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
     M[k, c], through the new one; all rows, so the chains come out whole.
     A strip (one cache line of columns) is swept in blocks of STRIP_ROWS
     rows, each block's three steps in turn while its lines are in the caches
-    (L2 at m = 256: rows 2 KiB apart share two L1 sets), the chains' strips
+    (L1 and L2 where the rows are padded, ``row_stride``), the chains' strips
     in registers; the next block is prefetched during its old chain where
     the range is too big to stay in the caches (WHOLE_MAX_WEIGHTS). Each
     column's arithmetic is the same whatever [c0, c1) is, where c0 is a
-    multiple of the strip width.
+    multiple of the strip width. Vk may be a padded layer: rows of Vk.shape[1]
+    elements, of which only the columns [c0, c1) are touched.
     """
     P = B_in.shape[0]
     dy = P // 2
-    dout, din = Vk.shape
+    dout, ld = Vk.shape
     flat = Vk.reshape(Vk.size)
     W = LINE_BYTES // Vk.itemsize
     full = c0 + (c1 - c0) // W * W
@@ -507,12 +531,12 @@ def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
             re = min(r + STRIP_ROWS, dout)
             a0 = a1 = 0
             if ahead and re < dout:
-                a0, a1 = re * din + c, min(re + STRIP_ROWS, dout) * din + c
+                a0, a1 = re * ld + c, min(re + STRIP_ROWS, dout) * ld + c
             elif ahead and c + W < full:
-                a0, a1 = c + W, min(STRIP_ROWS, dout) * din + c + W
-            strip_chains(flat, din, B_in, out, 0, dy, r, re, c, r == 0, a0, a1)
-            strip_update(flat, din, C, M, K, alpha, r, re, c)
-            strip_chains(flat, din, B_in, out, dy, P, r, re, c, r == 0, 0, 0)
+                a0, a1 = c + W, min(STRIP_ROWS, dout) * ld + c + W
+            strip_chains(flat, ld, B_in, out, 0, dy, r, re, c, r == 0, a0, a1)
+            strip_update(flat, ld, C, M, K, alpha, r, re, c)
+            strip_chains(flat, ld, B_in, out, dy, P, r, re, c, r == 0, 0, 0)
     # The columns after the last whole strip: the same three steps in plain loops.
     chain_cols(Vk, B_in[:dy], out[:dy], 0, dout, True, full, c1)
     add_product(Vk, C, M, K, alpha, 0, dout, full, c1)
@@ -564,14 +588,14 @@ def up_rows(Vk, A_in, A_out, C, M, K, alpha, r0, r1):
     in L1, the next tile prefetched during the new chain.
     """
     n = A_in.shape[0] // 2
-    din = Vk.shape[1]
+    din, ld = A_in.shape[1], Vk.shape[1]
     flat = Vk.reshape(Vk.size)
     step = max(r1 - r0, 1) if (r1 - r0) * din < WHOLE_MAX_WEIGHTS else ROW_TILE
     for r in range(r0, r1, step):
         re = min(r + step, r1)
         chain_rows(Vk, A_in[:K], A_out[:K], r, re, flat, 0, 0)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
-        chain_rows(Vk, A_in[n:], A_out[n:], r, re, flat, re * din, min(re + step, r1) * din)
+        chain_rows(Vk, A_in[n:], A_out[n:], r, re, flat, re * ld, min(re + step, r1) * ld)
 
 
 @serial
@@ -589,7 +613,7 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
     """
     P = B_in.shape[0]
     dy = P // 2
-    din = Vk.shape[1]
+    din, ld = part.shape[1], Vk.shape[1]
     flat = Vk.reshape(Vk.size)
     ahead = (r1 - r0) * din >= WHOLE_MAX_WEIGHTS
     rows = block_rows(din, Vk.itemsize)
@@ -598,7 +622,7 @@ def down_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
         re = min(r + rows, r1)
         chain_cols(Vk, B_in[:dy], terms[:dy], r, re, r == r0, 0, din)
         if ahead and re < r1:
-            prefetch_block(flat, din, re, min(re + rows, r1), 0, din)
+            prefetch_block(flat, ld, re, min(re + rows, r1), 0, din)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
         chain_cols(Vk, B_in[dy:], terms[dy:], r, re, r == r0, 0, din)
     if add:
@@ -715,7 +739,7 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, S_T, M_T):
     epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
         din, dout = dims[k], dims[k + 1]
-        Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
+        Vk = V[voff[k]:voff[k + 1]].reshape((dout, row_stride(din, V.itemsize)))
         A_in = level(A2, aoff, dims, k, 2 * n)
         A_out = level(A2, aoff, dims, k + 1, 2 * n)
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
@@ -763,7 +787,7 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
         epoch = barrier(flags, t, T, epoch)
     for k in range(L - 1, 0, -1):
         din, dout = dims[k], dims[k + 1]
-        Vk = V[voff[k]:voff[k + 1]].reshape((dout, din))
+        Vk = V[voff[k]:voff[k + 1]].reshape((dout, row_stride(din, V.itemsize)))
         B_in = level(B2, boff, dims, k + 1, P)
         B_out = level(B2, boff, dims, k, P)
         A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
@@ -871,9 +895,14 @@ class State:
         dtype = V[0].dtype
         self.dims = np.array([X.shape[0]] + [Vi.shape[0] for Vi in V], dtype=np.int64)
         n, dy = X.shape[1], Y.shape[0]
-        sizes = self.dims[1:] * self.dims[:-1]
-        self.voff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.V = np.concatenate([Vi.ravel() for Vi in V]).astype(dtype, copy=False)
+        strides = [row_stride(int(d), dtype.itemsize) for d in self.dims[:-1]]
+        self.voff = np.concatenate([[0], np.cumsum(self.dims[1:] * strides)]).astype(np.int64)
+        # np.empty, not zeros: NumPy then advises huge pages for a large buffer.
+        self.V = np.empty(self.voff[-1], dtype=dtype)
+        for k, Vi in enumerate(V):
+            stored = self.V[self.voff[k]:self.voff[k + 1]].reshape(Vi.shape[0], strides[k])
+            stored[:, :Vi.shape[1]] = Vi
+            stored[:, Vi.shape[1]:] = 0
         self.aoff = np.concatenate([[0], np.cumsum(2 * n * self.dims)]).astype(np.int64)
         self.boff = np.concatenate([[0], np.cumsum(2 * dy * self.dims)]).astype(np.int64)
         self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
@@ -933,7 +962,8 @@ class State:
 
     def layer(self, k):
         """V_{k+1} as it is now (a view, except for the first layer)."""
-        Vk = self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], self.dims[k])
+        din = int(self.dims[k])
+        Vk = self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], -1)[:, :din]
         if k == 0:
             with np.errstate(over="ignore", invalid="ignore"):
                 Vk = Vk - self.S_T.T @ self.X.T
