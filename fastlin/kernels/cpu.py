@@ -573,6 +573,12 @@ def own(d, t, T, R):
 
 
 @serial
+def stored_layer(V, voff, dims, k):
+    """Layer k (V_{k+1}) as stored: (d_{k+1}, row_stride(d_k)), the row in its first d_k columns."""
+    return V[voff[k]:voff[k + 1]].reshape((dims[k + 1], row_stride(dims[k], V.itemsize)))
+
+
+@serial
 def level(buf, off, dims, j, rows):
     """Level j of a chain buffer: (rows, d_j)."""
     return buf[off[j]:off[j + 1]].reshape((rows, dims[j]))
@@ -738,8 +744,8 @@ def up_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, S_T, M_T):
     first_layer(Z2[n:], level(B2, boff, dims, 1, 2 * dy)[dy:], E, eta[0], G, S_T, M_T, c0, c1)
     epoch = barrier(flags, t, T, epoch)
     for k in range(1, L):
-        din, dout = dims[k], dims[k + 1]
-        Vk = V[voff[k]:voff[k + 1]].reshape((dout, row_stride(din, V.itemsize)))
+        dout = dims[k + 1]
+        Vk = stored_layer(V, voff, dims, k)
         A_in = level(A2, aoff, dims, k, 2 * n)
         A_out = level(A2, aoff, dims, k + 1, 2 * n)
         B_cached = level(B2, boff, dims, k + 1, 2 * dy)[dy:]
@@ -787,7 +793,7 @@ def down_pass(t, T, R, flags, epoch, net, data, E, ET, Cf, Mf, S_T, M_T, parts, 
         epoch = barrier(flags, t, T, epoch)
     for k in range(L - 1, 0, -1):
         din, dout = dims[k], dims[k + 1]
-        Vk = V[voff[k]:voff[k + 1]].reshape((dout, row_stride(din, V.itemsize)))
+        Vk = stored_layer(V, voff, dims, k)
         B_in = level(B2, boff, dims, k + 1, P)
         B_out = level(B2, boff, dims, k, P)
         A_cached = level(A2, aoff, dims, k, 2 * n)[n:]
@@ -900,9 +906,8 @@ class State:
         # np.empty, not zeros: NumPy then advises huge pages for a large buffer.
         self.V = np.empty(self.voff[-1], dtype=dtype)
         for k, Vi in enumerate(V):
-            stored = self.V[self.voff[k]:self.voff[k + 1]].reshape(Vi.shape[0], strides[k])
-            stored[:, :Vi.shape[1]] = Vi
-            stored[:, Vi.shape[1]:] = 0
+            self.stored(k)[:, :Vi.shape[1]] = Vi
+            self.stored(k)[:, Vi.shape[1]:] = 0
         self.aoff = np.concatenate([[0], np.cumsum(2 * n * self.dims)]).astype(np.int64)
         self.boff = np.concatenate([[0], np.cumsum(2 * dy * self.dims)]).astype(np.int64)
         self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
@@ -960,10 +965,13 @@ class State:
     def level(self, buf, off, j, rows):
         return buf[off[j]:off[j + 1]].reshape(rows, self.dims[j])
 
+    def stored(self, k):
+        """Layer k as stored (``stored_layer``): its rows, then their padding."""
+        return self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], -1)
+
     def layer(self, k):
         """V_{k+1} as it is now (a view, except for the first layer)."""
-        din = int(self.dims[k])
-        Vk = self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], -1)[:, :din]
+        Vk = self.stored(k)[:, :self.dims[k]]
         if k == 0:
             with np.errstate(over="ignore", invalid="ignore"):
                 Vk = Vk - self.S_T.T @ self.X.T
