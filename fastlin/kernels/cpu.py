@@ -538,8 +538,8 @@ def down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
             strip_update(flat, ld, C, M, K, alpha, r, re, c)
             strip_chains(flat, ld, B_in, out, dy, P, r, re, c, r == 0, 0, 0)
     # The columns after the last whole strip: the same three steps in plain
-    # loops (skipped when there are none: their loops over rows would still
-    # run, at m = 64 about a tenth of the sweep, ``bench/levels.py``).
+    # loops, skipped when there are none (their loops over the rows would
+    # still run: steps at m = 32 and 64 took 1.1x as long, bench/README.md).
     if full < c1:
         chain_cols(Vk, B_in[:dy], out[:dy], 0, dout, True, full, c1)
         add_product(Vk, C, M, K, alpha, 0, dout, full, c1)
