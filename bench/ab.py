@@ -53,6 +53,23 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def timing_parser(doc: str, sizes: str, sizes_help: str, rounds: int, rounds_help: str) -> argparse.ArgumentParser:
+    """The arguments every timing script here takes: --sizes, --rounds (checked by ``parse_timing``) and --dtype."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--sizes", default=sizes, help=sizes_help)
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"{rounds_help} (default {rounds})")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    return parser
+
+
+def parse_timing(parser: argparse.ArgumentParser, argv, script: str) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, stopping with a message naming ``script`` unless --rounds is at least 1."""
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        raise SystemExit(f"{script}: --rounds must be at least 1")
+    return args
+
+
 def load_revision(rev: str):
     """The CPU kernel module of git revision ``rev``, imported as fastlin.kernels._cpu_ab."""
     try:
@@ -120,15 +137,11 @@ def paired_ratio(t_old, t_new):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = timing_parser(__doc__, "32x32,128x64,64x256,16x1024", "LxM,... (default: the benchmark's)",
+                           15, "timed chunks per version and size")
     parser.add_argument("rev", help="git revision whose fastlin/kernels/cpu.py is compared with the current one")
-    parser.add_argument("--sizes", default="32x32,128x64,64x256,16x1024", help="LxM,... (default: the benchmark's)")
-    parser.add_argument("--rounds", type=int, default=15, help="timed chunks per version and size (default 15)")
     parser.add_argument("--mode", choices=("auto", "one", "all"), default="auto")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit("ab.py: --rounds must be at least 1")
+    args = parse_timing(parser, argv, "ab.py")
     sizes = parse_sizes(args.sizes)
     from fastlin.kernels import cpu
     try:

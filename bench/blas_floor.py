@@ -134,14 +134,10 @@ def blas_in_child(sizes, rounds: int, dtype: str, threads: int) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="64x256,16x1024", help="LxM,... (default: 64x256,16x1024)")
-    parser.add_argument("--rounds", type=int, default=9, help="timed passes per direction (default 9)")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser = ab.timing_parser(__doc__, "64x256,16x1024", "LxM,... (default: 64x256,16x1024)",
+                              9, "timed passes per direction")
     parser.add_argument("--blas-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit("blas_floor.py: --rounds must be at least 1")
+    args = ab.parse_timing(parser, argv, "blas_floor.py")
     sizes = ab.parse_sizes(args.sizes)
     if args.blas_child:
         print(json.dumps({f"{L}x{m}": time_blas(peers.make_problem(L, m, args.dtype), args.rounds).tolist()

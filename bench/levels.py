@@ -23,7 +23,6 @@ take ~20 ms.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import time
@@ -33,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import ab  # noqa: E402
 import report  # noqa: E402
 
 from fastlin.kernels import cpu  # noqa: E402
@@ -164,13 +164,9 @@ def measure(m: int, dtype, rounds: int) -> dict[str, dict[str, tuple[float, floa
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="256,1024", help="widths m, comma-separated (default: 256,1024)")
-    parser.add_argument("--rounds", type=int, default=9, help="timed calls per sweep (default 9)")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit("levels.py: --rounds must be at least 1")
+    parser = ab.timing_parser(__doc__, "256,1024", "widths m, comma-separated (default: 256,1024)",
+                              9, "timed calls per sweep")
+    args = ab.parse_timing(parser, argv, "levels.py")
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:

@@ -19,7 +19,6 @@ microseconds): use it on nets whose passes take milliseconds.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import time
@@ -73,13 +72,9 @@ def time_passes(problem, rounds: int) -> dict[str, np.ndarray]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="64x256,16x1024", help="LxM,... (default: 64x256,16x1024)")
-    parser.add_argument("--rounds", type=int, default=15, help="timed passes per direction and mode (default 15)")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit("passes.py: --rounds must be at least 1")
+    parser = ab.timing_parser(__doc__, "64x256,16x1024", "LxM,... (default: 64x256,16x1024)",
+                              15, "timed passes per direction and mode")
+    args = ab.parse_timing(parser, argv, "passes.py")
     sizes = ab.parse_sizes(args.sizes)
     print(f"CPU kernel passes, {args.dtype}, {args.rounds} rounds; ms per pass (min, median), GFLOP/s at the min")
     print(f"{'L':>4} {'m':>5} {'threads':>7} {'up min':>9} {'up med':>9} {'GFLOP/s':>8}"
