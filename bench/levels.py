@@ -6,14 +6,17 @@ For each width m, the CPU kernel's sweep of an m-column layer in each
 direction, on one thread, as in a step: going up ``up_rows`` (old chain,
 update, new chain, tile by tile), going down ``down_cols`` where the kernel
 sweeps that width by columns, else ``down_rows``. Each is timed on three
-working sets: one block of rows that fits L1 (16 KiB of weights, at least a
-row tile), one m x m layer (the L2 or L3), and m x m layers totalling
+working sets (``working_sets``): a block that fits L1 (16 KiB of whole
+rows, at least a row tile, or of whole column strips for a sweep by
+columns), one m x m layer (the L2 or L3), and m x m layers totalling
 MEMORY_BYTES (memory), swept one after the other as a pass does. The chains
 and factors have the benchmark problem's shapes (n = 16 columns, d_y = 10
 rows, rank r = 10). Prints GFLOP/s (the floor flops of report.pass_flops:
 72 per weight going up, 60 going down) and their fraction of one core's
 peak, ``fma_peak``: multiply-adds on five independent register accumulators
-(simd.Vec), the most these kernels' inner loops could issue.
+(simd.Vec), the most these kernels' inner loops could issue. The peak is
+measured again just before each sweep, since on a shared VM a core's speed
+can change within minutes.
 
 Where the L1 column is near the peak and the memory one is not, a pass
 loses its time to moving the weights, not to its arithmetic. Times are the
