@@ -130,15 +130,18 @@ def make_sweeps(m: int, layers: int, rows: int, dtype, seed: int = 0):
     rng = np.random.default_rng(seed)
     r = min(N, DY)
 
-    def normal(*shape, scale=1.0):
-        return (scale * rng.standard_normal(shape)).astype(dtype)
+    def normal(*shape, scale=1.0):  # starting on a cache line, as the kernel's buffers do
+        out = cpu.line_aligned(shape, dtype, zero=False)
+        out[...] = scale * rng.standard_normal(shape)
+        return out
 
     V_up = normal(layers, rows, m, scale=m ** -0.5)
-    up = (V_up, normal(2 * N, m), np.zeros((2 * N, rows), dtype), normal(r, rows), normal(r, m))
+    up = (V_up, normal(2 * N, m), cpu.line_aligned((2 * N, rows), dtype), normal(r, rows), normal(r, m))
     stride = cpu.row_stride(m, np.dtype(dtype).itemsize)
     V_down = normal(layers, rows, stride, scale=m ** -0.5)
     B_in = normal(2 * DY, rows)
-    down = (V_down, B_in, np.zeros((2 * DY, m), dtype), np.zeros((2 * DY, m), dtype), B_in[:r], normal(r, m),
+    down = (V_down, B_in, cpu.line_aligned((2 * DY, m), dtype), cpu.line_aligned((2 * DY, m), dtype), B_in[:r],
+            normal(r, m),
             bool(cpu.by_columns(m, np.dtype(dtype).itemsize)))
     return up, down
 

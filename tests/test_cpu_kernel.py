@@ -138,6 +138,29 @@ def test_edge_and_parallel_shapes_match_reference(dims, n):
         assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_line_aligned_starts_a_cache_line(dtype):
+    for shape in [(7,), (3, 5), (2, 3, 40)]:
+        for zero in (True, False):
+            a = cpu.line_aligned(shape, dtype, zero=zero)
+            assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+            assert a.ctypes.data % cpu.LINE_BYTES == 0
+            if zero:
+                assert not a.any()
+
+
+def test_state_buffers_start_on_cache_lines():
+    V, X, Y = random_problem(np.random.default_rng(0), [1024, 256, 256, 10], 16)
+    state = cpu.init_state(V, X, Y, np.full(3, 1e-3))
+    for name in ("V", "A2", "B2", "Mf", "S_T", "M_T", "Cf", "parts", "blks"):
+        assert getattr(state, name).ctypes.data % cpu.LINE_BYTES == 0, name
+    # every layer's rows then start on a line (rows of m = 256: 2 KiB, padded by one line)
+    for k in range(1, 3):
+        assert state.stored(k).ctypes.data % cpu.LINE_BYTES == 0
+        assert state.stored(k).strides[0] % cpu.LINE_BYTES == 0
+    np.testing.assert_array_equal(state.layer(1), V[1])
+
+
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
 def test_padded_rows_are_neither_read_nor_written(dtype, tol):
     """Rows a multiple of PAD_ROW_BYTES long are stored one cache line longer; no kernel touches that line.

@@ -57,7 +57,8 @@ differs (tested against the reference like every other layer).
 
 Layout: all V_i in one flat buffer (layer k at ``voff[k]``, d_{k+1} rows
 of ``row_stride(d_k)`` elements, the first d_k of them the row; rows of
-2 KiB get one unused cache line more, PAD_ROW_BYTES); chains stored
+2 KiB get one unused cache line more, PAD_ROW_BYTES), and every buffer the
+sweeps load strips from starting on a cache line (``line_aligned``); chains stored
 transposed with both halves in one block per level j = 0..L: ``A2`` level
 j is (2n, d_j) (rows 0..r-1 the old chain's "old rows", E A^T if d_y <= n
 (r = d_y) else A (r = n), valid during an upward pass only; rows n..2n-1
@@ -892,6 +893,27 @@ def run_chunk_parallel(flags, net, data, bufs, phase, loss_out, loss_stop, resul
             results[t, 0] = -1
 
 
+def line_aligned(shape, dtype, zero=True):
+    """A new array (zeros, or uninitialized) whose first element starts a cache line (LINE_BYTES).
+
+    NumPy starts a large buffer 16 bytes into a page, so every row of a
+    layer or chain would start 16 bytes into a line, and each one-line
+    vector a strip kernel loads (simd.py) would span two lines. Starting
+    the buffers on a line (rows of a multiple of LINE_BYTES then all do) made
+    one core's downward sweeps 1.2-1.4x as fast at m = 64 and 256
+    (bench/README.md). The buffer comes from ``np.empty``, so NumPy still
+    advises huge pages for a large one.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buf = np.empty(size + LINE_BYTES // dtype.itemsize, dtype=dtype)
+    start = (-buf.ctypes.data % LINE_BYTES) // dtype.itemsize
+    out = buf[start:start + size].reshape(shape)
+    if zero:
+        out[...] = 0
+    return out
+
+
 class State:
     """Flat buffers of the one-pass kernel and the pass direction of the next step.
 
@@ -906,15 +928,14 @@ class State:
         n, dy = X.shape[1], Y.shape[0]
         strides = [row_stride(int(d), dtype.itemsize) for d in self.dims[:-1]]
         self.voff = np.concatenate([[0], np.cumsum(self.dims[1:] * strides)]).astype(np.int64)
-        # np.empty, not zeros: NumPy then advises huge pages for a large buffer.
-        self.V = np.empty(self.voff[-1], dtype=dtype)
+        self.V = line_aligned(self.voff[-1], dtype, zero=False)
         for k, Vi in enumerate(V):
             self.stored(k)[:, :Vi.shape[1]] = Vi
             self.stored(k)[:, Vi.shape[1]:] = 0
         self.aoff = np.concatenate([[0], np.cumsum(2 * n * self.dims)]).astype(np.int64)
         self.boff = np.concatenate([[0], np.cumsum(2 * dy * self.dims)]).astype(np.int64)
-        self.A2 = np.zeros(self.aoff[-1], dtype=dtype)
-        self.B2 = np.zeros(self.boff[-1], dtype=dtype)
+        self.A2 = line_aligned(self.aoff[-1], dtype)
+        self.B2 = line_aligned(self.boff[-1], dtype)
         # Y goes into the compiled kernels: an own, writable copy, because a
         # read-only Y (the sweeps' data are read-only) is another Numba type
         # and would compile every kernel a second time.
@@ -926,15 +947,15 @@ class State:
         # (d_y > n), E and E^T, two sets of partial chains of a downward layer,
         # the downward chains' accumulator, partial and summed outputs f^T.
         # Shared: the first layer's S^T and M^T (columns split among threads).
-        self.Mf = np.zeros((threads, dy, dmax), dtype=dtype)
-        self.S_T = np.zeros((n, self.dims[1]), dtype=dtype)
-        self.M_T = np.zeros((n, self.dims[1]), dtype=dtype)
+        self.Mf = line_aligned((threads, dy, dmax), dtype)
+        self.S_T = line_aligned((n, self.dims[1]), dtype)
+        self.M_T = line_aligned((n, self.dims[1]), dtype)
         self.Es = np.zeros((threads, dy, n), dtype=dtype)
         self.ETs = np.zeros((threads, n, dy), dtype=dtype)
         self.E, self.ET = self.Es[0], self.ETs[0]
-        self.Cf = np.zeros((threads, n, dmax), dtype=dtype)
-        self.parts = np.zeros((2, threads, 2 * dy * dmax), dtype=dtype)
-        self.blks = np.zeros((threads, 2 * dy * dmax), dtype=dtype)
+        self.Cf = line_aligned((threads, n, dmax), dtype)
+        self.parts = line_aligned((2, threads, 2 * dy * dmax), dtype)
+        self.blks = line_aligned((threads, 2 * dy * dmax), dtype)
         self.fparts = np.zeros((threads, n, dy), dtype=dtype)
         self.f_Ts = np.zeros((threads, n, dy), dtype=dtype)
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
