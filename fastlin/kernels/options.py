@@ -10,16 +10,58 @@ NaN or inf still propagates to the loss and divergence is detected.
 function-valued arguments). Parallel regions need a thread-safe threading
 layer when kernels are called from several threads at once: fastlin asks for
 one (OpenMP or TBB) unless the user chose a layer via NUMBA_THREADING_LAYER.
+
+On a host with AVX-512, LLVM's tuning for most such CPUs prefers 256-bit
+vectors ("prefer-256-bit"): its vectorizer then builds the plain loops of
+the tile kernels (``cpu.chain_rows``) from 256-bit registers. fastlin asks
+Numba for the host's features without that preference (``wide_vectors``),
+unless the user set NUMBA_CPU_FEATURES: on an AVX-512 host of the CI class
+the upward pass then ran 1.10-1.25x as fast (bench/README.md, "Session of
+2026-12-06"). Like the threading layer this is Numba's process-wide setting,
+and it takes effect only if fastlin is imported before anything makes Numba
+compile for the CPU (``wide_vectors_used`` says whether it did).
 """
 
 import os
 
 import numba
+from numba.core import registry
+from numba.core.codegen import get_host_cpu_features
 
 FASTMATH = {"contract", "reassoc"}
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
+
+
+def wide_vectors(features: str) -> str | None:
+    """The LLVM feature string ``features`` without the 256-bit preference, where it has AVX-512; else None.
+
+    ``features`` is a comma-separated list as Numba's
+    ``get_host_cpu_features()`` gives it ("+avx512f,-avx512fp16,...").
+    """
+    names = features.split(",") if features else []
+    if "+avx512f" not in names:
+        return None
+    kept = [f for f in names if f.lstrip("+-") != "prefer-256-bit"]
+    return ",".join(kept + ["-prefer-256-bit"])
+
+
+def _codegen_started() -> bool:
+    # Numba's CPU target context (and with it the code generator, which reads
+    # config.CPU_FEATURES once) is created by the first @njit decoration.
+    return "_toplevel_target_context" in vars(registry.cpu_target)
+
+
+if numba.config.CPU_FEATURES is None and not _codegen_started():
+    numba.config.CPU_FEATURES = wide_vectors(get_host_cpu_features())
+
+
+def wide_vectors_used() -> bool:
+    """Whether Numba compiles for this host's AVX-512 without the 256-bit preference (see the module docstring)."""
+    triple, cpu, features = registry.cpu_target.target_context.codegen().magic_tuple()
+    return "-prefer-256-bit" in features.split(",")
+
 
 serial = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH))
 parallel = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH), parallel=True)
