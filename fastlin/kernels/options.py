@@ -16,7 +16,7 @@ vectors ("prefer-256-bit"): its vectorizer then builds the plain loops of
 the tile kernels (``cpu.chain_rows``) from 256-bit registers. fastlin asks
 Numba for the host's features without that preference (``wide_vectors``),
 unless the user set NUMBA_CPU_FEATURES: on an AVX-512 host of the CI class
-the upward pass then ran 1.10-1.25x as fast (bench/README.md, "Session of
+the upward pass then ran 1.10-1.27x as fast (bench/README.md, "Session of
 2026-12-06"). Like the threading layer this is Numba's process-wide setting,
 and it takes effect only if fastlin is imported before anything makes Numba
 compile for the CPU (``wide_vectors_used`` says whether it did).
@@ -59,7 +59,7 @@ if numba.config.CPU_FEATURES is None and not _codegen_started():
 
 def wide_vectors_used() -> bool:
     """Whether Numba compiles for this host's AVX-512 without the 256-bit preference (see the module docstring)."""
-    triple, cpu, features = registry.cpu_target.target_context.codegen().magic_tuple()
+    features = registry.cpu_target.target_context.codegen().magic_tuple()[2]  # (triple, cpu name, features)
     return "-prefer-256-bit" in features.split(",")
 
 
