@@ -11,6 +11,10 @@ a big matrix product, not of a datasheet figure.
 * gemm rate: ``A @ B`` of square matrices (numpy's BLAS, all cores),
   2 n^3 flops, best of repeats; float64 (dgemm) and float32 (sgemm).
 
+With them the CPU as LLVM names it and whether the kernels were built with
+512-bit vectors (AVX-512 hosts, fastlin/kernels/options.py), so that a
+saved run says which build it timed.
+
 Run ``python bench/machine.py`` to print them alone.
 """
 
@@ -87,7 +91,17 @@ def limits() -> dict:
             "sgemm_GFLOPs": round(gemm_rate(np.float32), 2),
         }
     measured["other_cores"] = None if others.cores is None else round(others.cores, 2)
-    return measured
+    return {**measured, **build()}
+
+
+def build() -> dict:
+    """The CPU as LLVM names it and whether fastlin's kernels are built with 512-bit vectors (options.py)."""
+    import llvmlite.binding as llvm
+    import numba
+
+    from fastlin.kernels.options import wide_vectors_used
+
+    return {"llvm_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name(), "wide_vectors": wide_vectors_used()}
 
 
 # Cores that idled (while a fresh state was built, in Python) run the next

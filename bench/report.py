@@ -91,7 +91,8 @@ def format_report(rows: list[dict], machine: dict | None) -> str:
         lines.append(f"machine (measured by bench/machine.py): {machine['cores']} cores, "
                      f"copy {machine['copy_GBps']:.1f} GB/s (read+write), "
                      f"dgemm {machine['dgemm_GFLOPs']:.1f} GFLOP/s, sgemm {machine['sgemm_GFLOPs']:.1f} GFLOP/s"
-                     f" (other processes meanwhile: {machine.get('other_cores', '?')} cores)")
+                     f" (other processes meanwhile: {machine.get('other_cores', '?')} cores)"
+                     + _build(machine))
     lines.append("ms/step = min over rounds (median in brackets); GFLOP/s and GB/s = floor work / min time "
                  "(bench/report.py:step_floor); first call = first chunk incl. compile; "
                  "others = cores used by other processes while timing (> ~0.2: noisy); "
@@ -125,6 +126,14 @@ def format_report(rows: list[dict], machine: dict | None) -> str:
             lines.append(f"{'':>4} {'':>5} {'':<8}{row['backend']:<15}{ms:>10.4g} {'(' + format(ms_median, '.4g') + ')':>10}"
                          f"{gflops:>9.1f}{gbps:>8.1f}{row['first_call_s']:>14.3f}{_cores(row):>8}  {speedup}")
     return "\n".join(lines)
+
+
+def _build(machine: dict) -> str:
+    """``; LLVM cpu NAME, kernels with 512-bit vectors`` (or default width); nothing for runs saved without it."""
+    if "llvm_cpu" not in machine:
+        return ""
+    width = "512-bit vectors" if machine["wide_vectors"] else "LLVM's default vector width"
+    return f"; LLVM cpu {machine['llvm_cpu']}, kernels with {width}"
 
 
 def rows_from_json(data: dict) -> tuple[list[dict], dict | None]:

@@ -39,3 +39,23 @@ def test_best_of_runs_prefers_the_fastest_quiet_run():
     assert best == {"a": 2.5, "b": 5.0, "c": 7.0}  # c: no quiet run, its noisy one stands
     assert [row["backend"] for row in report.best_of_runs(runs)] == ["a", "b", "c"]
 
+
+
+def test_the_machine_line_names_the_build_where_the_run_saved_it():
+    machine = {"cores": 2, "copy_GBps": 20.0, "dgemm_GFLOPs": 70.0, "sgemm_GFLOPs": 140.0, "other_cores": 0.0}
+    rows = [{**_row(backend, ms, 0.0), "flops": 1e6, "bytes": 1e6, "first_call_s": 0.1}
+            for backend, ms in (("fastlin-cpu", 1.0), ("numpy", 3.0))]
+    old = report.format_report(rows, machine).splitlines()[1]
+    assert old.endswith("0.0 cores)")  # a run saved before the build was recorded
+    for wide, words in ((True, "kernels with 512-bit vectors"), (False, "kernels with LLVM's default vector width")):
+        line = report.format_report(rows, {**machine, "llvm_cpu": "znver3", "wide_vectors": wide}).splitlines()[1]
+        assert line == old + f"; LLVM cpu znver3, {words}"
+
+
+def test_the_build_recorded_is_this_process_s():
+    from fastlin.kernels.options import wide_vectors_used
+
+    machine = load_bench("machine")
+    build = machine.build()
+    assert build["wide_vectors"] == wide_vectors_used()
+    assert build["llvm_cpu"]
