@@ -96,12 +96,9 @@ def limits() -> dict:
 
 def build() -> dict:
     """The CPU as LLVM names it and whether fastlin's kernels are built with 512-bit vectors (options.py)."""
-    import llvmlite.binding as llvm
-    import numba
+    from fastlin.kernels.options import compile_target, wide_vectors_used
 
-    from fastlin.kernels.options import wide_vectors_used
-
-    return {"llvm_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name(), "wide_vectors": wide_vectors_used()}
+    return {"llvm_cpu": compile_target()[0], "wide_vectors": wide_vectors_used()}
 
 
 # Cores that idled (while a fresh state was built, in Python) run the next

@@ -40,7 +40,6 @@ def test_best_of_runs_prefers_the_fastest_quiet_run():
     assert [row["backend"] for row in report.best_of_runs(runs)] == ["a", "b", "c"]
 
 
-
 def test_the_machine_line_names_the_build_where_the_run_saved_it():
     machine = {"cores": 2, "copy_GBps": 20.0, "dgemm_GFLOPs": 70.0, "sgemm_GFLOPs": 140.0, "other_cores": 0.0}
     rows = [{**_row(backend, ms, 0.0), "flops": 1e6, "bytes": 1e6, "first_call_s": 0.1}

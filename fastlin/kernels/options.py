@@ -57,10 +57,15 @@ if numba.config.CPU_FEATURES is None and not _codegen_started():
     numba.config.CPU_FEATURES = wide_vectors(get_host_cpu_features())
 
 
+def compile_target() -> tuple[str, str]:
+    """(CPU name, feature string) that Numba compiles for in this process (its code generator's cache key)."""
+    _, cpu, features = registry.cpu_target.target_context.codegen().magic_tuple()
+    return cpu, features
+
+
 def wide_vectors_used() -> bool:
     """Whether Numba compiles for this host's AVX-512 without the 256-bit preference (see the module docstring)."""
-    features = registry.cpu_target.target_context.codegen().magic_tuple()[2]  # (triple, cpu name, features)
-    return "-prefer-256-bit" in features.split(",")
+    return "-prefer-256-bit" in compile_target()[1].split(",")
 
 
 serial = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH))
