@@ -2,26 +2,29 @@
 
 Public API::
 
-    haar_orthogonal, init_weights, network_dims, paper_data, theorem_lr,
-    train, train_batch, TrainResult, Chains
+    paper_data, network_dims, init_weights, haar_orthogonal, theorem_lr,
+    train, train_batch, TrainResult, Chains, prepare, available_backends
 
-Importing fastlin needs no GPU and compiles nothing; kernels load on first use.
+Importing fastlin needs no GPU and compiles nothing; kernels load on first
+use (or at ``prepare``).
 """
 
 from .init import haar_orthogonal, init_weights, network_dims, paper_data
+from .kernels import available_backends
 from .model import theorem_lr
-from .train import BACKENDS, Chains, TrainResult, train, train_batch
+from .train import Chains, TrainResult, prepare, train, train_batch
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS",
     "Chains",
     "TrainResult",
+    "available_backends",
     "haar_orthogonal",
     "init_weights",
     "network_dims",
     "paper_data",
+    "prepare",
     "theorem_lr",
     "train",
     "train_batch",

@@ -19,15 +19,17 @@ def log_spaced_steps(steps: int) -> list[int]:
 
 
 def cmd_train(args) -> int:
-    from . import init_weights, network_dims, paper_data, theorem_lr, train
-    from .experiments.runner import prepare_cpu_kernels
+    from . import init_weights, network_dims, paper_data, prepare, theorem_lr, train
 
     X, Y = paper_data(rng=args.data_seed)
     dims = network_dims(args.depth, args.width, X.shape[0], Y.shape[0])
-    if args.backend == "cpu":
-        from .kernels.cpu import splits
-
-        prepare_cpu_kernels(args.dtype, None, splits(dims), not args.quiet, sys.stderr)
+    if args.backend != "numpy":  # the NumPy reference has nothing to compile
+        if not args.quiet:
+            print(f"preparing the {args.backend.upper()} kernels ({args.dtype}; Numba compiles them on first "
+                  f"use and caches them) ...", end="", file=sys.stderr, flush=True)
+        seconds = prepare(args.backend, args.dtype)
+        if not args.quiet:
+            print(f" ready in {seconds:.1f} s", file=sys.stderr, flush=True)
     lr = args.lr if args.lr is not None else args.lr_scale * theorem_lr(X, args.depth, Y.shape[0])
     weights = init_weights(dims, args.init, rng=args.seed)
     result = train(weights, X, Y, lr=lr, steps=args.steps, backend=args.backend,
@@ -85,9 +87,7 @@ def _run_and_plot(grid, args, figures) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .experiments import estimate_sweep_seconds, preset_grid
-    from .experiments.executors import default_workers
-    from .experiments.runner import format_seconds, prepare_kernels
+    from .experiments import default_workers, estimate_sweep_seconds, format_seconds, preset_grid
 
     grid = preset_grid(args.figure, args.preset, backend=args.backend)
     configs = grid.configs()
@@ -97,8 +97,7 @@ def cmd_reproduce(args) -> int:
           f"backend {grid.backend}, {grid.dtype}")
     if args.preset == "paper" or args.estimate_only:
         workers = args.workers or (1 if grid.backend == "cuda" else default_workers())
-        prepare_kernels(configs, max(1, default_workers() // workers), not args.quiet, sys.stderr)
-        est = estimate_sweep_seconds(grid, workers=workers)
+        est = estimate_sweep_seconds(grid, workers=workers, progress=not args.quiet)
         probes = "; ".join(f"L={p['depth']} m={p['width']}: {1e3 * p['seconds_per_step']:.3g} ms/step"
                            for p in est["probes"])
         print(f"estimated run time: {format_seconds(est['seconds'])} with {workers} worker(s) "
@@ -130,7 +129,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import BACKENDS, DEFAULT_BACKEND
+    from .kernels import BACKENDS, DEFAULT_BACKEND
 
     parser = argparse.ArgumentParser(prog="fastlin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

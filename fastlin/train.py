@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,26 +10,13 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .kernels import COMPLETED, CONVERGED, DIVERGED, STATUS_NAMES
-from .model import check_lr, check_problem, check_steps, layer_rates, to_normalized, to_raw
-
-# One explicit dispatch table (CONVENTIONS.md item 1); modules load on first
-# use so that `import fastlin` compiles nothing and needs no GPU.
-BACKENDS = {
-    "numpy": "fastlin.kernels.reference",
-    "cpu": "fastlin.kernels.cpu",
-    "cuda": "fastlin.kernels.cuda",
-}
-DEFAULT_BACKEND = "cpu"
-
-# A chunk of steps runs in one kernel call; chunks grow until one takes this
-# long, so progress bars move and Python never loops over single steps of a
-# fast kernel.
-_CHUNK_SECONDS = 0.25
+from .kernels import COMPLETED, CONVERGED, DEFAULT_BACKEND, DIVERGED, STATUS_NAMES, load_backend
+from .kernels.tuning import CHUNK_SECONDS
+from .model import check_dtype, check_lr, check_problem, check_steps, layer_rates, to_normalized, to_raw
 
 
 class Chains(NamedTuple):
-    """Cached chains at one step t, in normalized form (DESIGN.md).
+    """Cached chains at one step t, in normalized form (docs/design.md).
 
     A[i-1] = A_i = V_{i-1}...V_1 X for i = 1..L+1 (A[0] = X, A[L] = f(X));
     B[i] = B_i = V_L...V_{i+1} for i = 0..L (B[L] = I); E = f(X) - Y.
@@ -72,14 +58,21 @@ class TrainResult:
         return self.loss / self.loss[0]
 
 
-def get_backend(name: str):
-    """The kernel module for ``name``, or a clear error if unknown/unavailable."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))}")
-    try:
-        return importlib.import_module(BACKENDS[name])
-    except ImportError as exc:
-        raise RuntimeError(f"backend {name!r} is not available on this machine: {exc}") from exc
+def prepare(backend: str = DEFAULT_BACKEND, dtype="float64", *, threads: int | None = None) -> float:
+    """Compile ``backend``'s kernels for ``dtype`` now (or load them from Numba's cache); returns the seconds it took.
+
+    The first use of the CPU kernels compiles them (tens of seconds per
+    dtype, cached on disk afterwards); calling this first moves that time
+    out of the first ``train`` call and its progress bar. ``threads``: the
+    kernel threads the nets will run on (default: Numba's current count);
+    with more than one, the CPU backend also compiles its parallel kernel.
+    """
+    dtype = check_dtype(dtype)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    started = time.perf_counter()
+    load_backend(backend).prepare(str(dtype), threads=threads)
+    return time.perf_counter() - started
 
 
 def _check_record(record, steps: int) -> list[int]:
@@ -144,7 +137,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     steps = check_steps(steps)
     _check_rtol_stop(rtol_stop)
     record_steps = _check_record(record, steps)
-    kernel = get_backend(backend)
+    kernel = load_backend(backend)
 
     started = time.perf_counter()
     V = to_normalized(weights, dims, dtype)
@@ -169,7 +162,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
             done, status = kernel.run_steps(state, loss[t + 1:t + 1 + todo], loss_stop)
             t += done
             bar.update(done)
-            if time.perf_counter() - tick < _CHUNK_SECONDS:
+            if time.perf_counter() - tick < CHUNK_SECONDS:
                 chunk *= 2
     _finish_history(loss, t, status)
     return TrainResult(loss=loss, weights=to_raw(kernel.weights(state), dims),
@@ -206,7 +199,7 @@ def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rt
     stops = [rtol_stop] * C if rtol_stop is None or np.ndim(rtol_stop) == 0 else list(rtol_stop)
     if len(lrs) != C or len(stops) != C:
         raise ValueError(f"lr and rtol_stop need one entry per configuration ({C})")
-    kernel = get_backend(backend)
+    kernel = load_backend(backend)
     if not hasattr(kernel, "init_batch"):
         return [train(W, X, Y, lr=a, steps=steps, backend=backend, dtype=dtype, rtol_stop=s,
                       progress=progress) for W, a, s in zip(weights_list, lrs, stops)]
@@ -246,7 +239,7 @@ def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rt
                 t[c] += done[c]
                 status[c] = st[c]
             bar.update(int(t.min()) - bar.n)
-            if time.perf_counter() - tick < _CHUNK_SECONDS:
+            if time.perf_counter() - tick < CHUNK_SECONDS:
                 chunk *= 2
     seconds = time.perf_counter() - started
     results = []

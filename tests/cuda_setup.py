@@ -48,7 +48,7 @@ def cuda_mode() -> tuple[str | None, str]:
     if "numba.cuda" in sys.modules:
         if numba.config.ENABLE_CUDASIM:
             return "sim", "numba.cuda already runs the simulator"
-        from fastlin.kernels.cuda_compat import available
+        from fastlin.kernels.cuda.compat import available
 
         if available():
             return "gpu", "numba.cuda already imported, GPU available"

@@ -79,7 +79,7 @@ def test_scheduler_needs_dask(tmp_path, grid_file, capsys):
 def test_reproduce_paper_preset_prints_an_estimate_before_starting(tmp_path, capsys, monkeypatch):
     calls = []
 
-    def fake_estimate(grid, *, workers):
+    def fake_estimate(grid, *, workers, progress):
         calls.append((grid, workers))
         return {"seconds": 5400.0, "configurations": len(grid.configs()), "workers": workers,
                 "backend": grid.backend,
@@ -143,9 +143,12 @@ def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, 
     from fastlin.experiments import runner
 
     order = []
-    monkeypatch.setattr(runner, "warm_up", lambda *a: order.append(("warm_up",) + a) or 0.5)
+    monkeypatch.setattr(runner, "prepare", lambda *a, **k: order.append(("prepare",) + a + (k["threads"],)) or 0.5)
+    real_estimate = runner.estimate_sweep_seconds
 
-    def fake_estimate(grid, *, workers):
+    def fake_estimate(grid, *, workers, progress):
+        monkeypatch.setattr(runner, "_seconds_per_step", lambda config, probe: order.append("probe") or 1e-3)
+        real_estimate(grid, workers=workers, progress=progress)
         order.append(("estimate", workers))
         return {"seconds": 60.0, "configurations": 1, "workers": workers, "backend": grid.backend,
                 "probes": [{"depth": 16, "width": 1000, "seconds_per_step": 0.002}]}
@@ -156,5 +159,5 @@ def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, 
     from fastlin.experiments.executors import default_workers
 
     threads = default_workers()
-    assert order == [("warm_up", "cpu", "float64", threads, threads > 1), ("estimate", 1)]
+    assert order == [("prepare", "cpu", "float64", threads), "probe", "probe", ("estimate", 1)]
     assert "preparing the CPU kernels (float64" in capsys.readouterr().err

@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastlin
-from fastlin.kernels import cpu, reference
+from fastlin.kernels import cpu, reference, tuning
+from fastlin.kernels.cpu import layout, passes, strips, tiles
 from fastlin.model import layer_rates, to_normalized
 from helpers import random_problem, run_in_threads
 
@@ -142,9 +143,9 @@ def test_edge_and_parallel_shapes_match_reference(dims, n):
 def test_line_aligned_starts_a_cache_line(dtype):
     for shape in [(7,), (3, 5), (2, 3, 40)]:
         for zero in (True, False):
-            a = cpu.line_aligned(shape, dtype, zero=zero)
+            a = layout.line_aligned(shape, dtype, zero=zero)
             assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-            assert a.ctypes.data % cpu.LINE_BYTES == 0
+            assert a.ctypes.data % tuning.LINE_BYTES == 0
             if zero:
                 assert not a.any()
 
@@ -152,12 +153,14 @@ def test_line_aligned_starts_a_cache_line(dtype):
 def test_state_buffers_start_on_cache_lines():
     V, X, Y = random_problem(np.random.default_rng(0), [1024, 256, 256, 10], 16)
     state = cpu.init_state(V, X, Y, np.full(3, 1e-3))
-    for name in ("V", "A2", "B2", "Mf", "S_T", "M_T", "Cf", "parts", "blks"):
-        assert getattr(state, name).ctypes.data % cpu.LINE_BYTES == 0, name
+    for name in ("V", "A2", "B2"):
+        assert getattr(state, name).ctypes.data % tuning.LINE_BYTES == 0, name
+    for name in ("Mf", "S_T", "M_T", "Cf", "parts", "blks"):
+        assert getattr(state.scratch, name).ctypes.data % tuning.LINE_BYTES == 0, name
     # every layer's rows then start on a line (rows of m = 256: 2 KiB, padded by one line)
     for k in range(1, 3):
-        assert state.stored(k).ctypes.data % cpu.LINE_BYTES == 0
-        assert state.stored(k).strides[0] % cpu.LINE_BYTES == 0
+        assert state.stored(k).ctypes.data % tuning.LINE_BYTES == 0
+        assert state.stored(k).strides[0] % tuning.LINE_BYTES == 0
     np.testing.assert_array_equal(state.layer(1), V[1])
 
 
@@ -171,10 +174,10 @@ def test_padded_rows_are_neither_read_nor_written(dtype, tol):
     unpadded ones split by rows (rows of 2 PAD_ROW_BYTES) and by columns.
     """
     item = np.dtype(dtype).itemsize
-    m = cpu.PAD_ROW_BYTES // item  # 256 float64, 512 float32
+    m = tuning.PAD_ROW_BYTES // item  # 256 float64, 512 float32
     dims, n = [40, m, m, 2 * m, 100, m, 12], 16
     line = 64 // item
-    assert [cpu.row_stride(d, item) for d in dims[:-1]] == [40, m + line, m + line, 2 * m, 100, m + line]
+    assert [layout.row_stride(d, item) for d in dims[:-1]] == [40, m + line, m + line, 2 * m, 100, m + line]
     rng = np.random.default_rng()
     Ws, X, Y = random_problem(rng, dims, n, "orthogonal", dtype=dtype)
     V = to_normalized(Ws, dims, dtype)
@@ -225,11 +228,11 @@ def test_read_only_data_train_with_the_kernels_compiled_for_writable_data():
     X, Y = rng.standard_normal((12, 4)), rng.standard_normal((3, 4))
     W = fastlin.init_weights([12, 9, 9, 3], "orthogonal", rng=int(rng.integers(1 << 30)))
     writable = fastlin.train(W, X, Y, lr=1e-3, steps=6, backend="cpu")
-    compiled = set(cpu.run_chunk.signatures)
+    compiled = set(passes.run_chunk.signatures)
     X.setflags(write=False)
     Y.setflags(write=False)
     read_only = fastlin.train(W, X, Y, lr=1e-3, steps=6, backend="cpu")
-    assert set(cpu.run_chunk.signatures) == compiled
+    assert set(passes.run_chunk.signatures) == compiled
     np.testing.assert_array_equal(read_only.loss, writable.loss)
 
 
@@ -356,7 +359,7 @@ def test_add_product_matches_numpy_for_every_rank(dtype, tol):
         alpha = float(rng.uniform(-2, 2))
         want = out.astype(np.float64)
         want[r0:r1, c0:c1] += alpha * C[:, r0:r1].astype(np.float64).T @ M[:, c0:c1].astype(np.float64)
-        cpu.add_product(out, C, M, K, alpha, r0, r1, c0, c1)
+        tiles.add_product(out, C, M, K, alpha, r0, r1, c0, c1)
         np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K, err_msg=f"K = {K}")
 
 
@@ -374,7 +377,7 @@ def test_chain_cols_matches_numpy_for_every_chain_count(dtype, tol):
         for first in (True, False):
             want = terms if first else acc.astype(np.float64) + terms
             got = acc.copy()
-            cpu.chain_cols(Vk, B_in, got, r0, r1, first, 0, cols)
+            strips.down_chain(Vk, B_in, got, r0, r1, first, 0, cols)
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(r1 - r0, 1),
                                        err_msg=f"P = {P}, first = {first}")
 
@@ -385,19 +388,19 @@ def test_chain_blocks_forms_the_whole_product_over_several_blocks(dtype, tol):
     rng = np.random.default_rng()
     for P in (1, 5, 10, 13):
         cols = int(rng.choice([7, 64, 300, 1030]))
-        rows = int(rng.integers(1, 3 * cpu.block_rows(cols, np.dtype(dtype).itemsize) + 2))
+        rows = int(rng.integers(1, 3 * layout.down_block_rows(cols, np.dtype(dtype).itemsize) + 2))
         Vk = rng.standard_normal((rows, cols)).astype(dtype)
         B_in = rng.standard_normal((P, rows)).astype(dtype)
         acc = rng.standard_normal((P, cols + 9)).astype(dtype)
         want = acc.astype(np.float64)
         want[:, :cols] = B_in.astype(np.float64) @ Vk.astype(np.float64)
-        cpu.chain_blocks(Vk, B_in, acc, 0, cols)
+        strips.down_chain_blocks(Vk, B_in, acc, 0, cols)
         np.testing.assert_allclose(acc, want, rtol=tol, atol=tol * rows, err_msg=f"P = {P}, {rows} x {cols}")
         # A range of columns from a multiple of RANGE_UNIT: those columns only, with the same bits.
-        c0 = int(rng.integers(0, cols // cpu.RANGE_UNIT + 1)) * cpu.RANGE_UNIT
+        c0 = int(rng.integers(0, cols // tuning.RANGE_UNIT + 1)) * tuning.RANGE_UNIT
         c1 = int(rng.integers(c0, cols + 1))
         part = np.zeros_like(acc)
-        cpu.chain_blocks(Vk, B_in, part, c0, c1)
+        strips.down_chain_blocks(Vk, B_in, part, c0, c1)
         assert np.array_equal(part[:, c0:c1], acc[:, c0:c1]) and not part[:, :c0].any() and not part[:, c1:].any()
 
 
@@ -410,9 +413,9 @@ def test_down_cols_sweeps_its_columns_through_old_and_new_weights(dtype, tol):
     """
     rng = np.random.default_rng()
     for dy, K in [(1, 1), (2, 12), (5, 5), (7, 10), (6, 3)]:
-        rows = int(rng.choice([3, 40, cpu.STRIP_ROWS + 37]))
+        rows = int(rng.choice([3, 40, tuning.STRIP_ROWS + 37]))
         cols = int(rng.integers(1, 90))
-        c0 = int(rng.integers(0, cols // cpu.RANGE_UNIT + 1)) * cpu.RANGE_UNIT
+        c0 = int(rng.integers(0, cols // tuning.RANGE_UNIT + 1)) * tuning.RANGE_UNIT
         c1 = int(rng.integers(c0, cols + 1))
         Vk = rng.standard_normal((rows, cols)).astype(dtype)
         B_in = rng.standard_normal((2 * dy, rows)).astype(dtype)
@@ -426,7 +429,7 @@ def test_down_cols_sweeps_its_columns_through_old_and_new_weights(dtype, tol):
         want_out = out.astype(np.float64)
         want_out[:dy, c0:c1] = B64[:dy] @ V64[:, c0:c1]
         want_out[dy:, c0:c1] = B64[dy:] @ want_V[:, c0:c1]
-        cpu.down_cols(Vk, B_in, out, C, M, K, alpha, c0, c1)
+        strips.down_layer_cols(Vk, B_in, out, C, M, K, alpha, c0, c1)
         scale = max(rows, K)
         np.testing.assert_allclose(Vk, want_V, rtol=tol, atol=tol * scale, err_msg=f"d_y = {dy}, K = {K}")
         np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol * scale * 10, err_msg=f"d_y = {dy}, K = {K}")

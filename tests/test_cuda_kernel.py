@@ -149,9 +149,10 @@ def test_cuda_chunked_calls_equal_one_call():
 def small_blocks(monkeypatch):
     """Under the simulator, fastlin.train's kernels use the small test blocks."""
     if SIM:
-        cuda = cuda_backend()
+        from fastlin.kernels import tuning
+
         for name, value in [("THREADS_PER_BLOCK", 16), ("UP_ROWS", 4), ("DOWN_COLS", 4)]:
-            monkeypatch.setattr(cuda, name, value)
+            monkeypatch.setattr(tuning, name, value)
 
 
 def small_net(init="orthogonal", seed=0, L=2, m=4):

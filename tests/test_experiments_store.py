@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+import fastlin
+
 from fastlin.experiments import (Executor, Grid, LRRule, ResultStore, RunFailure, run_config,
                                  run_sweep)
 from fastlin.experiments import executors as executors_module
@@ -252,16 +254,15 @@ def test_sweep_prepares_the_cpu_kernels_once_per_dtype_and_says_so(tmp_path, mon
 
     calls = []
 
-    def fake_warm_up(backend, dtype, kernel_threads=None, split=False):
-        calls.append((backend, dtype, kernel_threads, split))
+    def fake_prepare(backend, dtype, threads=None):
+        calls.append((backend, dtype, threads))
         return 0.25
 
-    monkeypatch.setattr(runner_module, "warm_up", fake_warm_up)
+    monkeypatch.setattr(runner_module, "prepare", fake_prepare)
     log = tmp_path / "log.txt"
     with open(log, "w") as stream:
         sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a", workers=2, progress=True, stream=stream)
-    threads = executors_module.ThreadExecutor(2).kernel_threads
-    assert calls == [("cpu", "float64", threads, False)]  # no net of the tiny grid is split
+    assert calls == [("cpu", "float64", 1)]  # no net of the tiny grid is split: one kernel thread
     assert "preparing the CPU kernels (float64" in log.read_text() and "ready in 0.2 s" in log.read_text()
     calls.clear()
     sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a")  # nothing left to run
@@ -271,13 +272,13 @@ def test_sweep_prepares_the_cpu_kernels_once_per_dtype_and_says_so(tmp_path, mon
     wide = tiny_grid(backend="cpu", steps=3, depths=(3,), widths=(64,), inits=("orthogonal",))
     sweep(wide, tmp_path / "c", workers=1)
     one = executors_module.ThreadExecutor(1).kernel_threads
-    assert calls == [("cpu", "float64", one, one > 1)]
+    assert calls == [("cpu", "float64", one)]
 
 
 def test_remote_workers_compile_for_themselves(tmp_path, monkeypatch):
     from fastlin.experiments import runner as runner_module
 
-    monkeypatch.setattr(runner_module, "warm_up", lambda *a, **k: pytest.fail("warmed up for remote workers"))
+    monkeypatch.setattr(runner_module, "prepare", lambda *a, **k: pytest.fail("prepared for remote workers"))
 
     class Remote(Executor):
         name = "remote-test"
@@ -290,17 +291,16 @@ def test_remote_workers_compile_for_themselves(tmp_path, monkeypatch):
     assert summary.done == len(tiny_grid().configs())
 
 
-def test_warm_up_compiles_in_this_process_and_restores_its_threads():
+def test_prepare_compiles_in_this_process_and_restores_its_threads():
     import numba
 
-    from fastlin.experiments.task import warm_up
-    from fastlin.kernels import cpu
+    from fastlin.kernels.cpu import passes
 
     before = numba.get_num_threads()
-    assert warm_up("cpu", "float32", kernel_threads=1) > 0
+    assert fastlin.prepare("cpu", "float32", threads=1) > 0
     assert numba.get_num_threads() == before
-    assert any("float32" in str(sig) for sig in cpu.run_chunk.signatures)
-    if before > 1:
-        warm_up("cpu", "float32", split=True)
+    assert any("float32" in str(sig) for sig in passes.run_chunk.signatures)
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        fastlin.prepare("cpu", "float32", threads=2)
         assert numba.get_num_threads() == before
-        assert any("float32" in str(sig) for sig in cpu.run_chunk_parallel.signatures)
+        assert any("float32" in str(sig) for sig in passes.run_chunk_parallel.signatures)

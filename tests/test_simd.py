@@ -4,7 +4,8 @@ import numba
 import numpy as np
 import pytest
 
-from fastlin.kernels.simd import LINE_BYTES, load, madd, splat, store
+from fastlin.kernels.llvm import load, madd, splat, store
+from fastlin.kernels.tuning import LINE_BYTES
 
 
 @numba.njit

@@ -3,8 +3,9 @@
 import numba
 import numpy as np
 
-from fastlin.kernels import cpu, sync
-from fastlin.kernels.sync import FLAG_STRIDE
+from fastlin.kernels import cpu
+from fastlin.kernels.cpu import threads as sync
+from fastlin.kernels.cpu.threads import FLAG_STRIDE
 from helpers import run_in_threads
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from fastlin.kernels.threads import EXPLORE_EVERY, Chooser
+from fastlin.kernels.cpu.threads import Chooser
+from fastlin.kernels.tuning import EXPLORE_EVERY
 
 
 @pytest.mark.parametrize("slower, looks", [(1.2, 4), (3.0, 1)])
@@ -50,12 +51,12 @@ def test_splits_says_which_nets_the_kernel_splits_among_threads(dims):
     import numba
     import numpy as np
 
-    from fastlin.kernels import cpu
+    from fastlin.kernels import cpu, tuning
 
     rng = np.random.default_rng()
     V = [rng.standard_normal((dims[k + 1], dims[k])) for k in range(len(dims) - 1)]
     X, Y = rng.standard_normal((dims[0], 2)), rng.standard_normal((dims[-1], 2))
     state = cpu.init_state(V, X, Y, np.full(len(V), 1e-3))
     swept = [dims[k] * dims[k + 1] for k in range(1, len(dims) - 1)]
-    assert cpu.splits(dims) == (max(swept, default=0) >= cpu.THREADS_MIN_WEIGHTS)
+    assert cpu.splits(dims) == (max(swept, default=0) >= tuning.THREADS_MIN_WEIGHTS)
     assert state.ranges == (numba.get_num_threads() if cpu.splits(dims) else 1)

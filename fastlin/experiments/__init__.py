@@ -19,19 +19,18 @@ per-configuration files, tidy CSV), ``task`` (train one configuration),
 
 from .analysis import (SlopeFit, critical_widths, figure1_summary, fit_slope, format_summary,
                        relative_loss_at, write_summary)
-from .executors import (EXECUTORS, DaskExecutor, Executor, ProcessExecutor, ThreadExecutor,
-                        make_executor, register_executor)
+from .executors import (EXECUTORS, DaskExecutor, Executor, ProcessExecutor, ThreadExecutor,  # noqa: F401
+                        default_workers, make_executor, register_executor)
 from .grid import Config, Grid, GridError, LRRule, log_spaced_ints
 from .presets import FIGURES, PRESET_NAMES, preset_grid
-from .runner import SweepSummary, estimate_sweep_seconds, run_sweep
+from .runner import SweepSummary, estimate_sweep_seconds, format_seconds, run_sweep  # noqa: F401
 from .store import ResultStore, RunRecord
 from .task import RunFailure, run_config
 
+# What users call; the CLI also uses default_workers and format_seconds.
 __all__ = [
-    "EXECUTORS", "FIGURES", "PRESET_NAMES", "Config", "DaskExecutor", "Executor", "Grid",
-    "GridError", "LRRule", "ProcessExecutor", "ResultStore", "RunFailure", "RunRecord",
-    "SlopeFit", "SweepSummary", "ThreadExecutor", "critical_widths", "estimate_sweep_seconds",
-    "figure1_summary", "fit_slope", "format_summary", "log_spaced_ints", "make_executor",
-    "preset_grid", "register_executor", "relative_loss_at", "run_config", "run_sweep",
-    "write_summary",
+    "Config", "Executor", "FIGURES", "Grid", "GridError", "LRRule", "PRESET_NAMES", "ResultStore",
+    "RunFailure", "RunRecord", "SlopeFit", "SweepSummary", "critical_widths", "estimate_sweep_seconds",
+    "figure1_summary", "fit_slope", "format_summary", "log_spaced_ints", "make_executor", "preset_grid",
+    "register_executor", "relative_loss_at", "run_config", "run_sweep", "write_summary",
 ]

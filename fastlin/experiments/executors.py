@@ -204,9 +204,9 @@ class BatchExecutor(Executor):
     def __init__(self, workers: int | None = None, backend: str = "cuda",
                  batch_size: int = 512, max_batch_weights: int = 128 * 128):
         super().__init__(workers)
-        from ..train import get_backend
+        from ..kernels import load_backend
 
-        get_backend(backend)  # a clear error now if this machine cannot run it
+        load_backend(backend)  # a clear error now if this machine cannot run it
         self.backend = backend
         self.batch_size = batch_size
         self.max_batch_weights = max_batch_weights

@@ -25,11 +25,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..init import INITS
+from ..init import INITS, network_dims
+from ..kernels import BACKENDS
 from ..model import DTYPES
 
 LR_RULES = ("theorem", "fixed")
-BACKEND_NAMES = ("numpy", "cpu", "cuda")
 
 
 class GridError(ValueError):
@@ -70,15 +70,16 @@ class LRRule:
         return f"eta = {self.value:g} * dy / (2 L ||X||^2)"
 
 
-@dataclass(frozen=True)
-class Config:
-    """One training run of a sweep (all fields are plain, hashable values)."""
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """What every configuration of a sweep shares: steps, learning-rate rule, dtype, data, stop rule, backend.
 
-    init: str
-    depth: int
-    width: int
-    seed: int
-    steps: int
+    The data are the paper's (:func:`fastlin.paper_data` with seed
+    ``data_seed`` and sizes dx, n, dy). ``backend`` is not part of a
+    configuration's identity (see the module docstring).
+    """
+
+    steps: int = 1000
     lr: LRRule = LRRule()
     dtype: str = "float64"
     data_seed: int = 0
@@ -87,6 +88,20 @@ class Config:
     dy: int = 10
     rtol_stop: float | None = None
     backend: str = field(default="cpu", compare=False)
+
+    def run_settings(self) -> dict:
+        """These fields as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(RunSettings):
+    """One training run of a sweep (all fields are plain, hashable values)."""
+
+    init: str
+    depth: int
+    width: int
+    seed: int
 
     def identity(self) -> dict:
         """The fields that determine the result, as a JSON-ready dict."""
@@ -102,7 +117,7 @@ class Config:
 
     @property
     def dims(self) -> list[int]:
-        return [self.dx] + [self.width] * (self.depth - 1) + [self.dy]
+        return network_dims(self.depth, self.width, self.dx, self.dy)
 
     @property
     def parameters(self) -> int:
@@ -115,7 +130,7 @@ class Config:
         """Weights one GD step of this configuration's backend sweeps (66-72 flops each).
 
         All of them on "numpy"; the "cpu" and "cuda" kernels step the first
-        layer through Z = V_1 X (fastlin/kernels/cpu.py, cuda_step.py) and
+        layer through Z = V_1 X (fastlin/kernels/cpu and cuda) and
         sweep layers 2..L.
         """
         if self.backend in ("cpu", "cuda"):
@@ -149,9 +164,9 @@ _LR_KEYS = {"rule", "value"}
 _ANALYSIS_KEYS = {"readout_steps", "threshold", "figure2_depths"}
 
 
-@dataclass(frozen=True)
-class Grid:
-    """inits x depths x widths x seeds, other fields shared; plus analysis parameters.
+@dataclass(frozen=True, kw_only=True)
+class Grid(RunSettings):
+    """inits x depths x widths x seeds, the run settings shared; plus analysis parameters.
 
     ``readout_steps``: steps t at which Figure 1 reads loss(t)/loss(0) (the
     paper: 1258 and 10000); the last one is used for the critical width.
@@ -163,15 +178,6 @@ class Grid:
     depths: tuple = (8, 16, 32)
     widths: tuple = (16, 32, 64)
     seeds: tuple = (0,)
-    steps: int = 1000
-    lr: LRRule = LRRule()
-    dtype: str = "float64"
-    backend: str = "cpu"
-    data_seed: int = 0
-    dx: int = 1024
-    n: int = 16
-    dy: int = 10
-    rtol_stop: float | None = None
     readout_steps: tuple = ()
     threshold: float = 1e-2
     figure2_depths: tuple = ()
@@ -210,8 +216,8 @@ class Grid:
             raise GridError(f"lr must be an LRRule, got {self.lr!r}")
         if self.dtype not in {str(d) for d in DTYPES}:
             raise GridError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
-        if self.backend not in BACKEND_NAMES:
-            raise GridError(f"backend must be one of {', '.join(map(repr, BACKEND_NAMES))}, "
+        if self.backend not in BACKENDS:
+            raise GridError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                             f"got {self.backend!r}")
         if self.rtol_stop is not None and (isinstance(self.rtol_stop, bool)
                                            or not isinstance(self.rtol_stop, numbers.Real)
@@ -230,11 +236,10 @@ class Grid:
 
     def configs(self) -> list[Config]:
         """Every configuration of the grid, in init, depth, width, seed order."""
-        return [Config(init=init, depth=int(L), width=int(m), seed=int(s), steps=int(self.steps),
-                       lr=self.lr, dtype=self.dtype, data_seed=int(self.data_seed),
-                       dx=int(self.dx), n=int(self.n), dy=int(self.dy),
-                       rtol_stop=None if self.rtol_stop is None else float(self.rtol_stop),
-                       backend=self.backend)
+        shared = self.run_settings()
+        shared.update(steps=int(self.steps), data_seed=int(self.data_seed), dx=int(self.dx), n=int(self.n),
+                      dy=int(self.dy), rtol_stop=None if self.rtol_stop is None else float(self.rtol_stop))
+        return [Config(init=init, depth=int(L), width=int(m), seed=int(s), **shared)
                 for init in self.inits for L in self.depths for m in self.widths for s in self.seeds]
 
     def replace(self, **changes) -> "Grid":

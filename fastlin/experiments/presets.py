@@ -42,11 +42,11 @@ PAPER_LR = LRRule("theorem", 0.5)
 
 def available_backend(*, allow_cuda: bool) -> str:
     """The fastest backend that loads on this machine: cuda (if allowed), cpu, numpy."""
-    from ..train import get_backend
+    from ..kernels import load_backend
 
     for name in (("cuda",) if allow_cuda else ()) + ("cpu",):
         try:
-            get_backend(name)
+            load_backend(name)
         except (RuntimeError, ValueError):
             continue
         if name == "cuda" and not _cuda_device_present():

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .executors import Executor, default_workers, make_executor
 from .grid import Config, Grid, LRRule
 from .store import ResultStore, RunRecord
-from .task import run_config, set_kernel_threads, warm_up
+from ..train import prepare
+from .task import run_config, set_kernel_threads
 
 # Rough cost model of one GD step (seconds ~ a * step_weights + b * depth):
 # the per-layer term stands for the fixed work of each layer (loop and
@@ -144,36 +145,29 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
 
 
 def prepare_kernels(configs: list[Config], kernel_threads: int, progress: bool, stream) -> None:
-    """Compile here the CPU kernels the configurations need with ``kernel_threads`` threads each.
+    """Compile here (or load from Numba's cache) the CPU kernels the configurations need, saying so if ``progress``.
 
-    The parallel kernel only if there are several kernel threads and some
-    net is split among them. See :func:`prepare_cpu_kernels`.
+    Numba compiles them on first use and caches them; left to the first
+    training run, that time would pass with its progress bar at 0 and no
+    word why, and every worker would compile the same code at once. The
+    parallel kernel only if there are several kernel threads and some net
+    is split among them (``cpu.threads.splits``).
     """
-    from ..kernels.cpu import splits
+    from ..kernels.cpu.threads import splits
 
     for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
         split = kernel_threads > 1 and any(splits(c.dims) for c in configs
                                            if c.backend == "cpu" and c.dtype == dtype)
-        prepare_cpu_kernels(dtype, kernel_threads, split, progress, stream)
+        if progress:
+            print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use and caches them) ...",
+                  end="", file=stream, flush=True)
+        seconds = prepare("cpu", dtype, threads=kernel_threads if split else 1)
+        if progress:
+            print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
 
 
-def prepare_cpu_kernels(dtype: str, kernel_threads: int | None, split: bool, progress: bool, stream) -> None:
-    """Compile the CPU kernels for ``dtype`` now (or load them from Numba's cache), saying so if ``progress``.
-
-    Numba compiles them on first use, about a minute per dtype and kernel
-    (one for nets on one thread, one more for nets ``split`` among threads),
-    and caches them; left to the first training run, that time would pass
-    with its progress bar at 0 and no word why.
-    """
-    if progress:
-        print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use, "
-              f"about a minute each, and caches them) ...", end="", file=stream, flush=True)
-    seconds = warm_up("cpu", dtype, kernel_threads, split)
-    if progress:
-        print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
-
-
-def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float | None = None) -> dict:
+def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float | None = None,
+                           progress: bool = False, stream=None) -> dict:
     """Estimate a sweep's run time from step rates measured on this machine.
 
     Two probe shapes are timed with the grid's backend: the widest width at a
@@ -182,10 +176,12 @@ def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float
     depth. They fix a and b in seconds per step = a * step_weights + b * L,
     which is summed over the grid and divided by ``workers``. Probes use
     Gaussian weights and a tiny fixed rate, so they never diverge (the step
-    rate depends on neither).
+    rate depends on neither). The kernels are prepared first (``progress``:
+    say so on ``stream``, default stderr), so compiling is not timed.
     """
     probe_seconds = DEFAULT_PROBE_SECONDS if probe_seconds is None else probe_seconds
     configs = grid.configs()
+    prepare_kernels(configs, max(1, default_workers() // workers), progress, stream or sys.stderr)
     base = configs[0]
     wide = dataclasses.replace(base, width=max(grid.widths), depth=min(max(grid.depths), 16))
     deep = dataclasses.replace(base, width=min(grid.widths), depth=max(grid.depths))

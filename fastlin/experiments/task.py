@@ -8,7 +8,6 @@ it; the data X, Y are drawn once per process from the data seed and reused.
 from __future__ import annotations
 
 import functools
-import time
 import traceback
 from dataclasses import dataclass
 
@@ -50,43 +49,6 @@ def run_config(config: Config) -> RunRecord:
     return RunRecord(config=config, loss=result.loss, status=result.status,
                      steps_run=result.steps_run, seconds=result.seconds, lr=lr,
                      backend=config.backend, host=hostname())
-
-
-# The warm-up nets: one whose swept layer of 64 x 64 weights is split among
-# threads (cpu.splits), so that with more than one kernel thread both the
-# one-thread and the all-threads kernels are compiled, and one too narrow
-# for that; four steps are both pass directions.
-WARM_UP_DIMS = {True: (8, 64, 64, 2), False: (8, 8, 8, 2)}
-WARM_UP_STEPS = 4
-
-
-def warm_up(backend: str, dtype: str, kernel_threads: int | None = None, split: bool = False) -> float:
-    """Compile ``backend``'s kernels for ``dtype`` in this process, or load them from Numba's cache.
-
-    Trains a tiny net for a few steps with at most ``kernel_threads`` kernel
-    threads (this thread's setting is restored after): one that is split
-    among the threads if ``split`` (nets that ``cpu.splits`` use a second,
-    parallel kernel), else one that is not. Workers on this machine then
-    load the compiled code from the cache instead of all compiling it at
-    once. Returns the seconds it took: about a minute per dtype and kernel
-    the first time, under a second once cached.
-    """
-    import numba
-
-    from ..init import init_weights
-    from ..train import train
-
-    started = time.perf_counter()
-    previous = numba.get_num_threads()
-    set_kernel_threads(kernel_threads)
-    try:
-        dims = WARM_UP_DIMS[bool(split)]
-        X, Y = problem_data(0, dims[0], 4, dims[-1], dtype)
-        weights = init_weights(list(dims), "orthogonal", rng=0, dtype=dtype)
-        train(weights, X, Y, lr=1e-3, steps=WARM_UP_STEPS, backend=backend)
-    finally:
-        numba.set_num_threads(previous)
-    return time.perf_counter() - started
 
 
 def set_kernel_threads(threads: int | None) -> None:

@@ -1,4 +1,4 @@
-"""Numba decorators and their options: the one place they are set (CONVENTIONS.md 6).
+"""Numba decorators and their options: the one place they are set.
 
 fastmath is a subset, never ``True``: ``contract`` lets LLVM fuse a*b + c
 into one FMA and ``reassoc`` lets it vectorize the dot-product reductions of
@@ -13,19 +13,26 @@ one (OpenMP or TBB) unless the user chose a layer via NUMBA_THREADING_LAYER.
 
 On a host with AVX-512, LLVM's tuning for most such CPUs prefers 256-bit
 vectors ("prefer-256-bit"): its vectorizer then builds the plain loops of
-the tile kernels (``cpu.chain_rows``) from 256-bit registers. fastlin asks
+the tile kernels (``cpu.tiles.up_chain``) from 256-bit registers. fastlin asks
 Numba for the host's features without that preference (``wide_vectors``),
 unless the user set NUMBA_CPU_FEATURES: on an AVX-512 host of the CI class
-the upward pass then ran 1.10-1.27x as fast (bench/README.md, "Session of
-2026-12-06"). Like the threading layer this is Numba's process-wide setting,
+the upward pass then ran faster (docs/performance.md). Like the threading layer this is Numba's process-wide setting,
 and it takes effect only if fastlin is imported before anything makes Numba
 compile for the CPU (``wide_vectors_used`` says whether it did).
+
+Numba's cache checks only the source file of each cached function, but the
+kernels read constants and helpers from other files (``tuning``, ``llvm``,
+sibling modules). ``drop_stale_cache`` therefore keeps one digest of all
+kernel sources beside each cache directory and drops the kernels' cached
+machine code when it changes.
 """
 
+import hashlib
 import os
+from pathlib import Path
 
 import numba
-from numba.core import registry
+from numba.core import caching, registry
 from numba.core.codegen import get_host_cpu_features
 
 FASTMATH = {"contract", "reassoc"}
@@ -67,6 +74,58 @@ def wide_vectors_used() -> bool:
     """Whether Numba compiles for this host's AVX-512 without the 256-bit preference (see the module docstring)."""
     return "-prefer-256-bit" in compile_target()[1].split(",")
 
+
+KERNELS = Path(__file__).resolve().parent
+_STAMP = "fastlin-kernels.stamp"
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(KERNELS.rglob("*.py")):
+        digest.update(str(path.relative_to(KERNELS)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cache_dirs():
+    """The directory where Numba keeps cached code of each kernel folder: the first of its locators that applies."""
+    def anchor():
+        pass
+
+    for folder in sorted({p.parent for p in KERNELS.rglob("*.py")}):
+        source = str(folder / "__init__.py")
+        for locator in caching.CacheImpl._locator_classes:
+            try:
+                found = locator.from_function(anchor, source)
+            except Exception:  # noqa: BLE001 - a locator that does not apply here
+                found = None
+            if found is not None:
+                yield Path(found.get_cache_path())
+                break
+
+
+def drop_stale_cache() -> int:
+    """Delete the kernels' cached machine code where it was compiled from other kernel sources; returns files deleted.
+
+    Best effort: a directory that cannot be written is left as it is.
+    """
+    digest = _sources_digest()
+    dropped = 0
+    for folder in _cache_dirs():
+        stamp = folder / _STAMP
+        try:
+            if stamp.is_file() and stamp.read_text() == digest:
+                continue
+            for path in list(folder.glob("*.nbi")) + list(folder.glob("*.nbc")):
+                path.unlink(missing_ok=True)
+                dropped += 1
+            stamp.write_text(digest)
+        except OSError:
+            continue
+    return dropped
+
+
+drop_stale_cache()
 
 serial = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH))
 parallel = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH), parallel=True)

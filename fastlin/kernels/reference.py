@@ -1,7 +1,7 @@
 """Plain NumPy reference: the ground truth every other backend is tested against.
 
 Textbook full-batch GD on the normalized weights V_i = W_i / sqrt(d_i)
-(DESIGN.md): forward prefix chains, backward suffix chains, then
+(docs/design.md): forward prefix chains, backward suffix chains, then
 V_i <- V_i - eta_i B_i^T E A_i^T for every layer. Clear rather than fast.
 """
 
@@ -99,3 +99,7 @@ def weights(state: State):
 
 def chains(state: State):
     return [a.copy() for a in state.A], suffix_chain(state.V), state.E.copy()
+
+
+def prepare(dtype="float64", threads=None) -> None:
+    """Nothing to compile: the reference is plain NumPy."""

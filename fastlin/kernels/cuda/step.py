@@ -1,4 +1,4 @@
-"""numba.cuda device code of the one-pass fused GD step (DESIGN.md), for any batch of nets.
+"""numba.cuda device code of the one-pass fused GD step (docs/design.md), for any batch of nets.
 
 One kernel template, compiled per (n, d_y, dtype, mode):
 
@@ -35,7 +35,7 @@ when d_y <= n; Lf = eta E^T B going down when d_y > n) or read straight from
 the chains (Rf = A^T going up when d_y > n; Lf = eta B going down when
 d_y <= n).
 
-The first layer is never swept, as in the CPU kernel (cpu.py, "The first
+The first layer is never swept, as in the CPU kernel (``kernels/cpu``, "The first
 layer"): V_1 enters the loss only through Z = V_1 X, so level 1 of ``A2``
 holds Z^T and the kernel steps Z <- Z - M G with M = eta_1 B_1^T E and
 G = X^T X (n x n), accumulating S^T = sum M^T in ``S``; the host forms
@@ -57,27 +57,26 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from . import COMPLETED, CONVERGED, DIVERGED
-from .cuda_compat import cuda
+from .. import COMPLETED, CONVERGED, DIVERGED
+from ..tuning import DOWN_COLS, REDUCTION_BYTES, THREADS_PER_BLOCK, UP_ROWS
+from .compat import cuda
 
-# Shared memory for the partial-sum reduction, in bytes; the reduction runs in
-# groups of slots that fit.
-REDUCTION_BYTES = 16384
-# Static shared memory a block may use without opting in.
+# Static shared memory a block may use without opting in (a limit of the hardware, not a tuning choice).
 SHARED_LIMIT = 48 * 1024
 
 
 @cuda.jit(device=True)
-def grid_sync():
+def _grid_sync():
     cuda.cg.this_grid().sync()
 
 
 @cuda.jit(device=True)
-def block_sync():
+def _block_sync():
     cuda.syncthreads()
 
 
-def shared_bytes(n, dy, dtype, tpb=128, up_rows=8, down_cols=8, reduction_bytes=REDUCTION_BYTES):
+def shared_bytes(n, dy, dtype, tpb=THREADS_PER_BLOCK, up_rows=UP_ROWS, down_cols=DOWN_COLS,
+                 reduction_bytes=REDUCTION_BYTES):
     """Static shared memory of one block of the step kernel, in bytes."""
     item = np.dtype(dtype).itemsize
     kmax = 2 * max(n, dy)
@@ -108,7 +107,8 @@ def _reduction_slots(kmax, tpb, item, reduction_bytes):
 
 
 @lru_cache(maxsize=None)
-def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduction_bytes=REDUCTION_BYTES):
+def make_step_kernel(n, dy, dtype, coop, tpb=THREADS_PER_BLOCK, up_rows=UP_ROWS, down_cols=DOWN_COLS,
+                     reduction_bytes=REDUCTION_BYTES):
     """Compile-time specialized step kernel for n samples, d_y outputs, ``dtype``.
 
     Returns ``kernel(V, A2, B2, F, S, E_g, ft_g, Y, G, dims, voff, aoff, boff,
@@ -131,7 +131,7 @@ def make_step_kernel(n, dy, dtype, coop, tpb=128, up_rows=8, down_cols=8, reduct
     # Shared-array shapes must be constants when typed: products formed here, not in the kernel.
     RED_LEN = SG * TPB
     OUT_LEN = KMAX * OUTW
-    group_sync = grid_sync if coop else block_sync
+    group_sync = _grid_sync if coop else _block_sync
     COOP = bool(coop)
 
     @cuda.jit(device=True)

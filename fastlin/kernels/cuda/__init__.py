@@ -1,4 +1,4 @@
-"""numba.cuda backend: the one-pass fused GD step on the GPU (DESIGN.md).
+"""numba.cuda backend: the one-pass fused GD step on the GPU (docs/design.md).
 
 Same interface as ``reference`` and ``cpu`` (``init_state``, ``run_steps``,
 ``weights``, ``chains``), plus the batch interface behind
@@ -16,33 +16,26 @@ the device, per configuration.
 Mode of a single configuration: ``"coop"`` (one cooperative grid, grid sync
 between layers) once its largest layer has ``COOP_MIN_WEIGHTS`` weights,
 else ``"block"`` (one block, block sync). A grid sync costs about 1.7 us on
-an H100 (DESIGN.md), while one SM does the ~72 flops per weight of a 64 x 64
+an H100 (docs/design.md), while one SM does the ~72 flops per weight of a 64 x 64
 fp64 layer in about 1.5 us, so below roughly 128 x 128 a single block wins.
-The threshold is that estimate, not yet a measurement: tune it with
-bench/bench_cuda.py on a GPU. Set ``state.mode`` before the first
+The threshold (``tuning.COOP_MIN_WEIGHTS``) is that estimate, not yet a
+measurement: tune it with bench/bench_cuda.py on a GPU. Set ``state.mode`` before the first
 ``run_steps`` to force one.
 
-Importing this module raises ImportError when numba-cuda is missing or no
-GPU (and no simulator) is usable, which ``fastlin.train`` turns into a clear
-error.
+Importing this package raises ImportError when numba-cuda is missing;
+``available()`` says whether a GPU (or the simulator) is usable. The
+dispatch (``kernels.load_backend``) turns either into a clear error.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import COMPLETED
-from .cuda_compat import SIMULATOR, available, cuda
-from .cuda_step import REDUCTION_BYTES, SHARED_LIMIT, make_step_kernel, shared_bytes, step_signature
-from .reference import half_squared_norm, prefix_chain, suffix_chain
+from .. import COMPLETED, host, tuning
+from ..reference import half_squared_norm
+from .compat import SIMULATOR, available, cuda  # noqa: F401  (available: the backend's own check)
+from .step import SHARED_LIMIT, make_step_kernel, shared_bytes, step_signature
 
-if not available():
-    raise ImportError("numba.cuda found no usable CUDA GPU (set NUMBA_ENABLE_CUDASIM=1 for the simulator)")
-
-COOP_MIN_WEIGHTS = 128 * 128
-THREADS_PER_BLOCK = 128
-UP_ROWS = 8     # rows of V per block tile in the upward pass
-DOWN_COLS = 8   # columns of V per block chunk in the downward pass (8 fp64 = 64 contiguous bytes)
 
 
 class Batch:
@@ -52,15 +45,15 @@ class Batch:
     given: the kernel steps Z = V_1 X instead), the chain levels A2/B2 (two
     halves each, as in the CPU kernel; level 1 of A2 is Z^T), a factor buffer
     F, the first layer's accumulated step S^T, E, the pass direction and its
-    metadata (see ``cuda_step``).
+    metadata (see ``step``).
     """
 
     def __init__(self, Vs, X, Y, etas, tpb=None, up_rows=None, down_cols=None, reduction_bytes=None):
-        # Defaults read at call time, so tests and benchmarks can change the module's.
-        tpb = tpb or THREADS_PER_BLOCK
-        up_rows = up_rows or UP_ROWS
-        down_cols = down_cols or DOWN_COLS
-        reduction_bytes = reduction_bytes or REDUCTION_BYTES
+        # Defaults read at call time, so tests and benchmarks can change tuning's.
+        tpb = tpb or tuning.THREADS_PER_BLOCK
+        up_rows = up_rows or tuning.UP_ROWS
+        down_cols = down_cols or tuning.DOWN_COLS
+        reduction_bytes = reduction_bytes or tuning.REDUCTION_BYTES
         dtype = np.dtype(X.dtype)
         self.dtype = dtype
         self.n, self.dy = X.shape[1], Y.shape[0]
@@ -89,8 +82,8 @@ class Batch:
             L = len(V)
             self.dims[c, :L + 1] = dims
             self.voff[c, :L + 1] = v_at + np.concatenate([[0], np.cumsum(dims[1:] * dims[:-1])])
-            self.aoff[c, :L + 2] = a_at + np.concatenate([[0], np.cumsum(2 * n * dims)])
-            self.boff[c, :L + 2] = b_at + np.concatenate([[0], np.cumsum(2 * dy * dims)])
+            self.aoff[c, :L + 2] = a_at + host.level_offsets(dims, 2 * n)
+            self.boff[c, :L + 2] = b_at + host.level_offsets(dims, 2 * dy)
             ld = int(dims.max())
             self.foff[c] = (f_at, f_at + rank * ld, ld)
             self.soff[c] = s_at
@@ -105,20 +98,11 @@ class Batch:
         B2_h = np.zeros(b_at, dtype=dtype)
         E_h = np.zeros((C, dy * n), dtype=dtype)
         self.loss0 = np.zeros(C)
-        with np.errstate(over="ignore", invalid="ignore"):
-            for c, V in enumerate(Vs):
-                L = len(V)
-                self._level(A2_h, self.aoff, c, 0, 2 * n)[:] = np.concatenate([X.T, X.T])
-                self._level(B2_h, self.boff, c, L, 2 * dy)[:] = np.concatenate([np.eye(dy)] * 2)
-                # Step 0 goes up: it needs Z(0) = V_1 X, the cached suffix
-                # chains B_i(0) and E(0).
-                A = prefix_chain(V, X)
-                self._level(A2_h, self.aoff, c, 1, 2 * n)[n:] = A[1].T
-                for j, Bj in enumerate(suffix_chain(V)):
-                    self._level(B2_h, self.boff, c, j, 2 * dy)[dy:] = Bj
-                E = A[-1] - Y
-                E_h[c] = E.ravel()
-                self.loss0[c] = half_squared_norm(E)
+        for c, V in enumerate(Vs):
+            E = host.start_chains(lambda j: self._level(A2_h, self.aoff, c, j),
+                                  lambda j: self._level(B2_h, self.boff, c, j), V, X, Y)
+            E_h[c] = E.ravel()
+            self.loss0[c] = half_squared_norm(E)
         self.X = X
         self.Y = Y
         to = cuda.to_device
@@ -136,8 +120,8 @@ class Batch:
         self.grid = None
         self._host = {}  # host copies of device buffers, made once after each run
 
-    def _level(self, buf, off, c, j, rows):
-        return buf[off[c, j]:off[c, j + 1]].reshape(rows, self.dims[c, j])
+    def _level(self, buf, off, c, j):
+        return buf[off[c, j]:off[c, j + 1]].reshape(-1, self.dims[c, j])
 
     def kernel(self):
         return make_step_kernel(self.n, self.dy, self.dtype, self.mode == "coop", self.tpb,
@@ -195,35 +179,25 @@ class Batch:
         V = [V_h[self.voff[c, k]:self.voff[c, k + 1]].reshape(self.dims[c, k + 1], self.dims[c, k]).copy()
              for k in range(self.L[c])]
         S_T = self.host("S")[self.soff[c]:self.soff[c] + self.n * self.dims[c, 1]]
-        with np.errstate(over="ignore", invalid="ignore"):
-            V[0] -= S_T.reshape(self.n, self.dims[c, 1]).T @ self.X.T
+        V[0] = host.first_layer(V[0], S_T.reshape(self.n, self.dims[c, 1]), self.X)
         return V
 
     def chains(self, c):
         """Chains at the current step of configuration c: the cached side read, the other recomputed."""
-        V = self.weights(c)
-        n, dy = self.n, self.dy
-        E = self.host("E")[c].reshape(dy, n)
-        if self.phase[c] == 1:  # after an upward pass the prefix chains A(t) are cached
-            A2 = self.host("A2")
-            A = [self._level(A2, self.aoff, c, j, 2 * n)[n:].T.copy() for j in range(len(V) + 1)]
-            B = suffix_chain(V)
-        else:  # after a downward pass B_1..B_L are cached (B_0 = B_1 V_1 is not formed)
-            B2 = self.host("B2")
-            A = prefix_chain(V, self.X)
-            B = [self._level(B2, self.boff, c, j, 2 * dy)[dy:].copy() for j in range(len(V) + 1)]
-            B[0] = B[1] @ V[0]
-        return A, B, E.copy()
+        E = self.host("E")[c].reshape(self.dy, self.n)
+        return host.read_chains(self.weights(c), self.X, self.phase[c],
+                                lambda j: self._level(self.host("A2"), self.aoff, c, j),
+                                lambda j: self._level(self.host("B2"), self.boff, c, j), E)
 
 
 class State:
     """One configuration: a batch of one, in cooperative-grid or single-block mode."""
 
-    def __init__(self, V, X, Y, eta, **tuning):
-        self.batch = Batch([V], X, Y, [eta], **tuning)
+    def __init__(self, V, X, Y, eta, **options):
+        self.batch = Batch([V], X, Y, [eta], **options)
         self.loss0 = float(self.batch.loss0[0])
         largest = max(Vi.size for Vi in V)
-        self.batch.mode = "coop" if largest >= COOP_MIN_WEIGHTS else "block"
+        self.batch.mode = "coop" if largest >= tuning.COOP_MIN_WEIGHTS else "block"
 
     @property
     def mode(self):
@@ -237,9 +211,9 @@ class State:
         self.batch.grid = None
 
 
-def init_state(V, X, Y, eta, **tuning) -> State:
-    """``tuning``: tpb, up_rows, down_cols, reduction_bytes of the kernel (tests and benchmarks)."""
-    return State(V, X, Y, eta, **tuning)
+def init_state(V, X, Y, eta, **options) -> State:
+    """``options``: tpb, up_rows, down_cols, reduction_bytes of the kernel (tests and benchmarks)."""
+    return State(V, X, Y, eta, **options)
 
 
 def run_steps(state: State, loss_out, loss_stop: float):
@@ -263,9 +237,9 @@ def chains(state: State):
 # Batch interface (fastlin.train_batch).
 
 
-def init_batch(Vs, X, Y, etas, **tuning) -> Batch:
+def init_batch(Vs, X, Y, etas, **options) -> Batch:
     """Device state of many configurations (normalized weights ``Vs[c]``, rates ``etas[c]``)."""
-    return Batch(Vs, X, Y, etas, **tuning)
+    return Batch(Vs, X, Y, etas, **options)
 
 
 def run_batch(batch: Batch, todo, loss_stop, loss_out):
@@ -275,3 +249,15 @@ def run_batch(batch: Batch, todo, loss_stop, loss_out):
 
 def batch_weights(batch: Batch, c):
     return batch.weights(c)
+
+
+def prepare(dtype="float64", threads=None, n=16, dy=10) -> None:
+    """Compile the step kernels (both modes) for ``dtype`` and n samples, d_y outputs (default: the paper's data).
+
+    Kernels are specialized per (n, d_y, dtype); other shapes compile at
+    their first launch. Under the simulator there is nothing to compile.
+    """
+    if SIMULATOR:
+        return
+    for coop in (False, True):
+        make_step_kernel(n, dy, np.dtype(dtype), coop).compile(step_signature(np.dtype(dtype)))
