@@ -3,11 +3,12 @@
     python bench/ab.py REV [--sizes 32x32,128x64,64x256,16x1024] [--rounds 15] [--mode auto|one|all]
                            [--dtype float64|float32]
 
-``git show REV:fastlin/kernels/cpu.py`` is loaded beside the current module
-(as ``fastlin/kernels/_cpu_ab.py``, removed again at the end, with its Numba
-cache; this needs the editable install of the README), so the old kernel runs against the current sibling modules
-(simd.py, sync.py, ...): a revision whose cpu.py needs other siblings fails
-to import. For each size (L x m, the benchmark problem of peers.py), one
+REV's whole ``fastlin/kernels`` package (``git archive``) is unpacked beside
+the current one as ``fastlin/_kernels_ab`` and its CPU backend imported from
+there (``fastlin._kernels_ab.cpu``, a module or a package depending on the
+revision), so each version runs with its own helpers; the copy and its Numba
+cache are removed at the end (this needs the editable install of the
+README). For each size (L x m, the benchmark problem of peers.py), one
 state per version is built and warmed up; then chunks of steps (256, 32, 8,
 2 at m = 32, 64, 256, 1024) are timed on the two states in alternation (the
 order swapped every round), so that both see the same machine. Prints min
@@ -18,17 +19,19 @@ where other tenants slow the host down for seconds at a time).
 Both states stay in memory: at the largest sizes the second one's weights
 evict the first one's from the caches between chunks, for both versions
 alike. ``--mode one`` / ``all`` forces one thread / all threads (``auto``:
-the kernel's timed choice, which both versions share per net shape).
+the kernel's timed choice).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 import numpy as np
@@ -38,7 +41,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import machine  # noqa: E402
 import peers  # noqa: E402
 
-KERNELS = pathlib.Path(__file__).resolve().parents[1] / "fastlin" / "kernels"
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "fastlin"
+COPY = "_kernels_ab"
 CHUNK = {32: 256, 64: 32, 256: 8, 1024: 2}
 
 
@@ -71,25 +75,29 @@ def parse_timing(parser: argparse.ArgumentParser, argv, script: str) -> argparse
 
 
 def load_revision(rev: str):
-    """The CPU kernel module of git revision ``rev``, imported as fastlin.kernels._cpu_ab."""
+    """The CPU backend of git revision ``rev``: its ``fastlin/kernels`` unpacked as ``fastlin._kernels_ab``."""
     try:
-        source = subprocess.run(["git", "show", f"{rev}:fastlin/kernels/cpu.py"], cwd=KERNELS, check=True,
-                                capture_output=True, text=True).stdout
+        archive = subprocess.run(["git", "archive", "--format=tar", rev, "fastlin/kernels"], cwd=PACKAGE.parent,
+                                 check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as err:
-        raise SystemExit(f"ab.py: no fastlin/kernels/cpu.py at {rev!r}: {err.stderr.strip()}") from None
-    (KERNELS / "_cpu_ab.py").write_text(source)
-    return importlib.import_module("fastlin.kernels._cpu_ab")
+        raise SystemExit(f"ab.py: no fastlin/kernels at {rev!r}: {err.stderr.decode().strip()}") from None
+    remove_revision()
+    target = PACKAGE / COPY
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            path = target / pathlib.Path(member.name).relative_to("fastlin/kernels")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tar.extractfile(member).read())
+    return importlib.import_module(f"fastlin.{COPY}.cpu")
 
 
 def remove_revision() -> None:
-    """Remove what ``load_revision`` made: the module file, its Numba cache and its import."""
-    sys.modules.pop("fastlin.kernels._cpu_ab", None)
-    (KERNELS / "_cpu_ab.py").unlink(missing_ok=True)
-    for cached in (KERNELS / "__pycache__").glob("_cpu_ab*"):
-        if cached.is_dir():
-            shutil.rmtree(cached)
-        else:
-            cached.unlink()
+    """Remove what ``load_revision`` made: the copy (with its Numba cache) and its imports."""
+    for name in [n for n in sys.modules if n == f"fastlin.{COPY}" or n.startswith(f"fastlin.{COPY}.")]:
+        del sys.modules[name]
+    shutil.rmtree(PACKAGE / COPY, ignore_errors=True)
 
 
 def fresh_state(mod, problem, mode, k):
@@ -139,7 +147,7 @@ def paired_ratio(t_old, t_new):
 def main(argv=None):
     parser = timing_parser(__doc__, "32x32,128x64,64x256,16x1024", "LxM,... (default: the benchmark's)",
                            15, "timed chunks per version and size")
-    parser.add_argument("rev", help="git revision whose fastlin/kernels/cpu.py is compared with the current one")
+    parser.add_argument("rev", help="git revision whose CPU kernel is compared with the current one")
     parser.add_argument("--mode", choices=("auto", "one", "all"), default="auto")
     args = parse_timing(parser, argv, "ab.py")
     sizes = parse_sizes(args.sizes)

@@ -16,7 +16,7 @@
    against PyTorch + CUDA graph training one configuration;
 5. the GPU Haar sampler at paper scale (700 matrices of 1000 x 1000).
 
-Prints a markdown table for bench/README.md. Exits cleanly (status 0) with a
+Prints a markdown table (for docs/performance.md). Exits cleanly (status 0) with a
 message when there is no GPU. Timings are steady state: every implementation
 is compiled / warmed up before it is timed, and compile time is reported
 apart.
@@ -37,7 +37,7 @@ MIN_SECONDS = 0.5  # each timing runs at least this long
 
 
 def gpu_or_exit():
-    from fastlin.kernels.cuda_compat import SIMULATOR, available, cuda
+    from fastlin.kernels.cuda.compat import SIMULATOR, available, cuda
 
     if SIMULATOR or not available():
         print("bench_cuda: no CUDA GPU here (or the simulator is on); nothing measured.")

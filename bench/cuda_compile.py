@@ -9,7 +9,7 @@ them with Numba's CUDA target nor hands them to NVVM: a kernel can pass every
 simulator test and still fail to compile on the first GPU it meets (one did:
 a shared array shaped by an expression, not a constant). This script does what
 a first launch would do up to loading the code: types every variant of
-``cuda_step.make_step_kernel`` (both modes, both dtypes, d_y <= n and d_y > n)
+``kernels.cuda.step.make_step_kernel`` (both modes, both dtypes, d_y <= n and d_y > n)
 with the signature ``Batch.run`` launches it with, compiles it to PTX with
 NVVM and links it into a cubin with nvJitLink, cooperative-groups runtime
 included, then prints what the assembler reports per thread and block:
@@ -39,12 +39,12 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
 
 import numpy as np  # noqa: E402
 
-from fastlin.kernels.cuda_compat import cuda  # noqa: E402  (the np.row_stack shim first)
+from fastlin.kernels.cuda.compat import cuda  # noqa: E402  (the np.row_stack shim first)
 
 import numba.cuda.dispatcher as _dispatcher  # noqa: E402
 from numba.cuda.cudadrv.libs import get_cudalib  # noqa: E402
 
-from fastlin.kernels.cuda_step import make_step_kernel, shared_bytes, step_signature  # noqa: E402
+from fastlin.kernels.cuda.step import make_step_kernel, shared_bytes, step_signature  # noqa: E402
 
 # (n, d_y) of the compiled variants: the paper's data (d_y <= n: Rf = E A^T
 # going up) and one with d_y > n (the other factorization); the kernel's

@@ -31,7 +31,7 @@ unset NUMBA_ENABLE_CUDASIM
 } 2>&1 | tee "$out/versions.txt"
 timeout 180 python -m pytest -q -p no:cacheprovider tests/test_cuda_kernel.py tests/test_cuda_haar.py 2>&1 \
     | tail -40 | tee "$out/tests.txt"
-cc=$(python -c "from fastlin.kernels.cuda_compat import cuda; print('%d.%d' % cuda.get_current_device().compute_capability)" 2>/dev/null || echo 9.0)
+cc=$(python -c "from fastlin.kernels.cuda.compat import cuda; print('%d.%d' % cuda.get_current_device().compute_capability)" 2>/dev/null || echo 9.0)
 timeout 90 python bench/cuda_compile.py --cc "$cc" 2>&1 | tee "$out/compile.txt"
 quick=--quick
 [ -n "${FULL:-}" ] && quick=

@@ -1,6 +1,6 @@
 """Peer implementations of full-batch GD on a deep linear net, for the benchmarks.
 
-Each peer trains the normalized form of DESIGN.md: f = V_L ... V_1 X,
+Each peer trains the normalized form of docs/design.md: f = V_L ... V_1 X,
 loss l = 1/2 ||f - Y||_F^2, and one GD step V_i <- V_i - eta_i dl/dV_i with
 dl/dV_i = B_i^T E A_i^T and eta_i = lr / d_i. They are written the way a
 competent user of each library would write them, so that the ratio to

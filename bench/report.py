@@ -34,7 +34,7 @@ def pass_flops(dims, n: int, dy: int) -> tuple[float, float]:
     Per weight: upward 2(n + 2r), the new prefix chain (n) and the old chain
     carried as the update's factor (E A^T on dy rows, or A itself on n: r
     either way) plus the rank-r update, r = min(n, dy); downward 2(2dy + r),
-    both suffix chains and the update (DESIGN.md, "The one-pass fused step").
+    both suffix chains and the update (docs/design.md, "The one-pass fused step").
     The first layer's Z step is not counted (see ``step_floor``).
     """
     swept = sum(int(dims[i]) * int(dims[i - 1]) for i in range(2, len(dims)))
@@ -45,7 +45,7 @@ def pass_flops(dims, n: int, dy: int) -> tuple[float, float]:
 def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
     """Floor work of one exact GD step of the deep linear net ``dims = [d_0, ..., d_L]``.
 
-    From DESIGN.md, "The one-pass fused step", for layers 2..L:
+    From docs/design.md, "The one-pass fused step", for layers 2..L:
 
     * bytes = 2 * itemsize * params: each weight read once and written once
       per step, the floor for exact GD on this model.
@@ -55,7 +55,7 @@ def step_floor(dims, n: int, dy: int, itemsize: int) -> dict:
       textbook forward / backward / update.
 
     The first layer (d_1 x d_0) enters the step only through Z = V_1 X
-    (fastlin/kernels/cpu.py, "The first layer"): 2 d_1 n (dy + n) flops and
+    (fastlin/kernels/cpu, "The first layer"): 2 d_1 n (dy + n) flops and
     Z and its running sum read and written, 4 itemsize n d_1 bytes. ``params``
     still counts every weight.
     """

@@ -87,10 +87,14 @@ def run_in_threads(fn, count):
 
 
 def load_bench(name):
-    """bench/NAME.py imported as the module bench_NAME (bench/ goes on sys.path for the scripts' own imports)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    """bench/NAME.py (NAME may be "investigations/x") imported as the module bench_<x>.
+
+    bench/ and bench/investigations/ go on sys.path for the scripts' own imports.
+    """
+    for folder in (BENCH / "investigations", BENCH):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(f"bench_{Path(name).name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

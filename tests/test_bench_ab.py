@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +30,23 @@ def _in_git_checkout():
 
 
 @pytest.mark.skipif(not _in_git_checkout(), reason="needs a git checkout")
-def test_revision_loads_as_its_own_module_and_is_removed():
-    path = ab.KERNELS / "_cpu_ab.py"
-    assert not path.exists()
+def test_revision_loads_as_its_own_package_and_is_removed():
+    copy = ab.PACKAGE / ab.COPY
+    assert not copy.exists()
     try:
         old = ab.load_revision("HEAD")
-        assert old.__name__ == "fastlin.kernels._cpu_ab"
-        assert path.exists() and callable(old.run_steps) and callable(old.init_state)
+        assert old.__name__ == "fastlin._kernels_ab.cpu"
+        assert copy.is_dir() and callable(old.run_steps) and callable(old.init_state)
+        from fastlin.kernels import cpu
+
+        assert old is not cpu
     finally:
         ab.remove_revision()
-    assert not path.exists()
-    assert not list((ab.KERNELS / "__pycache__").glob("_cpu_ab*"))
-    with pytest.raises(SystemExit, match="no fastlin/kernels/cpu.py"):
+    assert not copy.exists()
+    assert not [n for n in sys.modules if n.startswith("fastlin._kernels_ab")]
+    with pytest.raises(SystemExit, match="no fastlin/kernels at"):
         ab.load_revision("no-such-revision")
-    assert not path.exists()
+    assert not copy.exists()
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():

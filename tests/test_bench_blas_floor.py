@@ -4,7 +4,7 @@ import numpy as np
 
 from helpers import load_bench, rel_err
 
-blas_floor = load_bench("blas_floor")
+blas_floor = load_bench("investigations/blas_floor")
 
 
 def test_gemm_passes_compute_the_chains_and_updates_of_the_one_pass_step():

@@ -4,7 +4,7 @@ import numpy as np
 
 from helpers import load_bench
 
-cores = load_bench("cores")
+cores = load_bench("investigations/cores")
 
 
 def test_spin_does_the_multiply_adds_it_is_timed_for():

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import load_bench, rel_err
 
-levels = load_bench("levels")
+levels = load_bench("investigations/levels")
 
 
 def test_fma_loop_adds_every_term():
@@ -27,8 +27,8 @@ def test_working_sets_fit_their_level(direction):
         if direction == "down" and m <= 256:  # swept by columns: whole strips of all rows
             assert rows == m and columns % 8 == 0 and rows * columns * 8 <= levels.L1_BYTES
         else:  # whole rows, at least a row tile
-            assert columns == m and rows >= levels.cpu.ROW_TILE
-            assert rows * m * 8 <= max(levels.L1_BYTES, levels.cpu.ROW_TILE * m * 8)
+            assert columns == m and rows >= levels.tuning.ROW_TILE
+            assert rows * m * 8 <= max(levels.L1_BYTES, levels.tuning.ROW_TILE * m * 8)
         assert sets["layer"] == [1, m, m]
         layers, rows, columns = sets["memory"]
         assert rows == columns == m and layers * m * m * 8 >= levels.MEMORY_BYTES // 2

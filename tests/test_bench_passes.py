@@ -5,7 +5,7 @@ import pytest
 
 from helpers import load_bench
 
-passes = load_bench("passes")
+passes = load_bench("investigations/passes")
 
 
 def test_passes_alternate_and_each_is_timed_under_its_direction():

@@ -1,12 +1,12 @@
 """The CPU kernel's floor work done by BLAS calls instead: what GEMM makes of the step's skinny products.
 
-    python bench/blas_floor.py [--sizes 64x256,16x1024] [--rounds 9] [--dtype float64|float32]
+    python bench/investigations/blas_floor.py [--sizes 64x256,16x1024] [--rounds 9] [--dtype float64|float32]
 
 ``report.step_floor`` prices a step at the machine's square-dgemm rate, but
 the products of the one-pass step are skinny: a layer times d_y = 10 or
 n = 16 vectors, and a rank-10 update. This script times exactly that
 arithmetic (``report.pass_flops``) as library calls, one GEMM per product of
-the one-pass scheme (DESIGN.md, "The one-pass fused step"), layer by layer
+the one-pass scheme (docs/design.md, "The one-pass fused step"), layer by layer
 over the swept layers 2..L of the benchmark problem (peers.py):
 
 * upward, per layer: the old chain on d_y rows, G_{k+1} = G_k V_k^T
@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent), str(pathlib.Path(__file__).resolve().parents[1])]
 
 import ab  # noqa: E402
 import passes  # noqa: E402

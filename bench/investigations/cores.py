@@ -1,6 +1,6 @@
 """How the cores of this machine behave for the CPU kernel's threads: barrier cost, idle-core slowdown, sharing.
 
-1. ``sync.barrier`` alone, 10^6 times on all threads (one parallel region):
+1. ``cpu.threads.barrier`` alone, 10^6 times on all threads (one parallel region):
    ns per barrier. About 0.04-0.09 us when the VM's vCPUs are close, 0.34-0.36
    when far apart (the host switches between the two within minutes).
 2. fastlin-cpu at L64 m256 on all threads (4-step chunks): ms/step of the
@@ -17,9 +17,11 @@
    arithmetic units (or one of them is not running); per round, the two in
    alternation.
 
-    python bench/cores.py
+    python bench/investigations/cores.py
 """
 
+import pathlib
+import sys
 import time
 
 import numba
@@ -27,12 +29,15 @@ import numpy as np
 from numba import prange
 
 import fastlin
-import machine
-from fastlin.kernels import cpu, sync
+from fastlin.kernels import cpu
+from fastlin.kernels.cpu import threads as sync
 from fastlin.model import layer_rates, to_normalized
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import machine  # noqa: E402
+
 BARRIERS = 1_000_000
-SPIN_ITERATIONS = 4_000_000  # ~5 ms of one core's multiply-adds (2026-12-03 host)
+SPIN_ITERATIONS = 4_000_000  # ~5 ms of one core's multiply-adds on the 2-core machine
 
 
 @numba.njit(parallel=True, cache=False)

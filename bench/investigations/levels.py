@@ -1,6 +1,6 @@
 """One core's layer sweeps against its multiply-add peak, as the weights outgrow each cache level.
 
-    python bench/levels.py [--sizes 256,1024] [--rounds 9] [--dtype float64|float32]
+    python bench/investigations/levels.py [--sizes 256,1024] [--rounds 9] [--dtype float64|float32]
 
 For each width m, the CPU kernel's sweep of an m-column layer in each
 direction, on one thread, as in a step: going up ``up_rows`` (old chain,
@@ -14,7 +14,7 @@ and factors have the benchmark problem's shapes (n = 16 columns, d_y = 10
 rows, rank r = 10). Prints GFLOP/s (the floor flops of report.pass_flops:
 72 per weight going up, 60 going down) and their fraction of one core's
 peak, ``fma_peak``: multiply-adds on five independent register accumulators
-(simd.Vec), the most these kernels' inner loops could issue. The peak is
+(llvm.Vec), the most these kernels' inner loops could issue. The peak is
 measured again just before each sweep, since on a shared VM a core's speed
 can change within minutes.
 
@@ -33,14 +33,15 @@ import time
 import numba
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent), str(pathlib.Path(__file__).resolve().parents[1])]
 
 import ab  # noqa: E402
 import report  # noqa: E402
 
-from fastlin.kernels import cpu  # noqa: E402
+from fastlin.kernels import tuning  # noqa: E402
+from fastlin.kernels.cpu import layout, strips, tiles  # noqa: E402
 from fastlin.kernels.options import FASTMATH  # noqa: E402
-from fastlin.kernels.simd import load, madd, splat, store  # noqa: E402
+from fastlin.kernels.llvm import load, madd, splat, store  # noqa: E402
 
 N, DY = 16, 10  # the benchmark problem's data: n columns, d_y rows
 L1_BYTES = 16 << 10
@@ -81,7 +82,7 @@ def sweep_up(Vs, A_in, A_out, C, M, reps):
     """``reps`` times: every layer of Vs (layers, rows, m) swept upward, all rows."""
     for _ in range(reps):
         for i in range(Vs.shape[0]):
-            cpu.up_rows(Vs[i], A_in, A_out, C, M, M.shape[0], ALPHA, 0, Vs.shape[1])
+            tiles.up_layer(Vs[i], A_in, A_out, C, M, M.shape[0], ALPHA, 0, Vs.shape[1])
 
 
 @tool
@@ -90,9 +91,9 @@ def sweep_down(Vs, B_in, out, acc, C, M, by_columns, columns, reps):
     for _ in range(reps):
         for i in range(Vs.shape[0]):
             if by_columns:
-                cpu.down_cols(Vs[i], B_in, out, C, M, M.shape[0], ALPHA, 0, columns)
+                strips.down_layer_cols(Vs[i], B_in, out, C, M, M.shape[0], ALPHA, 0, columns)
             else:
-                cpu.down_rows(Vs[i], B_in, out, acc, C, M, M.shape[0], ALPHA, 0, Vs.shape[1], False)
+                strips.down_layer_rows(Vs[i], B_in, out, acc, C, M, M.shape[0], ALPHA, 0, Vs.shape[1], False)
 
 
 def fma_peak(dtype, rounds: int = 5) -> float:
@@ -114,14 +115,14 @@ def working_sets(m: int, itemsize: int, direction: str) -> list[tuple[str, int, 
     """(name, layers, rows, columns) swept in each working set of width m: L1, one layer, memory.
 
     The L1 set is L1_BYTES of whole rows (at least a row tile), or, for a
-    layer swept by columns going down (``cpu.by_columns``), of whole column
+    layer swept by columns going down (``layout.swept_by_columns``), of whole column
     strips over all m rows: the block each of those sweeps works on.
     """
-    line = cpu.LINE_BYTES // itemsize
-    if direction == "down" and cpu.by_columns(m, itemsize):
+    line = tuning.LINE_BYTES // itemsize
+    if direction == "down" and layout.swept_by_columns(m, itemsize):
         l1 = (1, m, min(m, max(line, L1_BYTES // (m * itemsize) // line * line)))
     else:
-        l1 = (1, min(m, max(cpu.ROW_TILE, L1_BYTES // (m * itemsize))), m)
+        l1 = (1, min(m, max(tuning.ROW_TILE, L1_BYTES // (m * itemsize))), m)
     return [("L1", *l1), ("layer", 1, m, m), ("memory", max(1, MEMORY_BYTES // (m * m * itemsize)), m, m)]
 
 
@@ -131,18 +132,18 @@ def make_sweeps(m: int, layers: int, rows: int, dtype, seed: int = 0):
     r = min(N, DY)
 
     def normal(*shape, scale=1.0):  # starting on a cache line, as the kernel's buffers do
-        out = cpu.line_aligned(shape, dtype, zero=False)
+        out = layout.line_aligned(shape, dtype, zero=False)
         out[...] = scale * rng.standard_normal(shape)
         return out
 
     V_up = normal(layers, rows, m, scale=m ** -0.5)
-    up = (V_up, normal(2 * N, m), cpu.line_aligned((2 * N, rows), dtype), normal(r, rows), normal(r, m))
-    stride = cpu.row_stride(m, np.dtype(dtype).itemsize)
+    up = (V_up, normal(2 * N, m), layout.line_aligned((2 * N, rows), dtype), normal(r, rows), normal(r, m))
+    stride = layout.row_stride(m, np.dtype(dtype).itemsize)
     V_down = normal(layers, rows, stride, scale=m ** -0.5)
     B_in = normal(2 * DY, rows)
-    down = (V_down, B_in, cpu.line_aligned((2 * DY, m), dtype), cpu.line_aligned((2 * DY, m), dtype), B_in[:r],
+    down = (V_down, B_in, layout.line_aligned((2 * DY, m), dtype), layout.line_aligned((2 * DY, m), dtype), B_in[:r],
             normal(r, m),
-            bool(cpu.by_columns(m, np.dtype(dtype).itemsize)))
+            bool(layout.swept_by_columns(m, np.dtype(dtype).itemsize)))
     return up, down
 
 

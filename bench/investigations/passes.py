@@ -1,8 +1,8 @@
 """The CPU kernel's upward and downward passes timed apart, on one thread and on all.
 
-    python bench/passes.py [--sizes 64x256,16x1024] [--rounds 15] [--dtype float64|float32]
+    python bench/investigations/passes.py [--sizes 64x256,16x1024] [--rounds 15] [--dtype float64|float32]
 
-A step of the kernel is one pass, upward and downward in turn (DESIGN.md,
+A step of the kernel is one pass, upward and downward in turn (docs/design.md,
 "The one-pass fused step"); the two passes do different work (going up the
 new prefix chain on n rows, going down two suffix chains on d_y rows) with
 different loops, so their rates tell where a step's time goes. For each size
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent), str(pathlib.Path(__file__).resolve().parents[1])]
 
 import ab  # noqa: E402
 import machine  # noqa: E402

@@ -1,4 +1,4 @@
-"""One thread or all threads, by width: THREADS_MIN_WEIGHTS in fastlin/kernels/cpu.py.
+"""One thread or all threads, by width: THREADS_MIN_WEIGHTS in fastlin/kernels/tuning.py.
 
 For square hidden layers of width m (dx = m, dy = 10, n = 16, L = 8) time a GD
 step on one thread and on all threads (one parallel region per chunk of
@@ -7,7 +7,7 @@ ratio. On a machine whose cores talk fast all threads win from small m; on
 one whose cores talk slowly only from large m: run it a few times (the
 kernel itself chooses per net shape by timing its chunks).
 
-    python bench/threshold.py
+    python bench/investigations/threshold.py
 """
 
 import time
