@@ -25,8 +25,8 @@ def cmd_train(args) -> int:
     dims = network_dims(args.depth, args.width, X.shape[0], Y.shape[0])
     if args.backend != "numpy":  # the NumPy reference has nothing to compile
         if not args.quiet:
-            print(f"preparing the {args.backend.upper()} kernels ({args.dtype}; Numba compiles them on first "
-                  f"use and caches them) ...", end="", file=sys.stderr, flush=True)
+            print(f"preparing the {args.backend.upper()} kernel ({args.dtype}; Numba compiles it on first "
+                  f"use and caches it) ...", end="", file=sys.stderr, flush=True)
         seconds = prepare(args.backend, args.dtype)
         if not args.quiet:
             print(f" ready in {seconds:.1f} s", file=sys.stderr, flush=True)

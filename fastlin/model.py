@@ -66,7 +66,15 @@ def weight_dims(weights) -> list[int]:
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(array)):
+    """A ValueError naming ``name`` if ``array`` holds a NaN or an inf.
+
+    One pass without a temporary: the sum of finite numbers is finite unless
+    it overflows, and any NaN or inf makes it non-finite; only a non-finite
+    sum is checked entry by entry.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(array, axis=None)
+    if not np.isfinite(total) and not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
 
 
@@ -123,15 +131,22 @@ def check_steps(steps) -> int:
     return int(steps)
 
 
+def normalize_into(weights, dims, out) -> None:
+    """out[i-1] = W_i / sqrt(d_i), computed in float64 and stored in out's dtype (one pass, no temporary)."""
+    for i, (W, Vi) in enumerate(zip(weights, out), start=1):
+        np.divide(W, math.sqrt(dims[i]), out=Vi, dtype=np.float64, casting="same_kind")
+
+
 def to_normalized(weights, dims, dtype) -> list[np.ndarray]:
     """V_i = W_i / sqrt(d_i), fresh C-contiguous arrays of ``dtype``."""
-    return [np.ascontiguousarray(np.asarray(W, dtype=np.float64) / math.sqrt(dims[i]), dtype=dtype)
-            for i, W in enumerate(weights, start=1)]
+    V = [np.empty(np.shape(W), dtype=dtype) for W in weights]
+    normalize_into(weights, dims, V)
+    return V
 
 
 def to_raw(V, dims) -> list[np.ndarray]:
-    """W_i = sqrt(d_i) V_i (inverse of :func:`to_normalized`)."""
-    return [Vi * Vi.dtype.type(math.sqrt(dims[i])) for i, Vi in enumerate(V, start=1)]
+    """W_i = sqrt(d_i) V_i (inverse of :func:`to_normalized`), new C-contiguous arrays."""
+    return [np.multiply(Vi, Vi.dtype.type(math.sqrt(dims[i])), order="C") for i, Vi in enumerate(V, start=1)]
 
 
 def layer_rates(lr: float, dims) -> np.ndarray:

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from .kernels import COMPLETED, CONVERGED, DEFAULT_BACKEND, DIVERGED, STATUS_NAMES, load_backend
 from .kernels.tuning import CHUNK_SECONDS
-from .model import check_dtype, check_lr, check_problem, check_steps, layer_rates, to_normalized, to_raw
+from .model import (check_dtype, check_lr, check_problem, check_steps, layer_rates, normalize_into,
+                    to_normalized, to_raw)
 
 
 class Chains(NamedTuple):
@@ -58,20 +59,17 @@ class TrainResult:
         return self.loss / self.loss[0]
 
 
-def prepare(backend: str = DEFAULT_BACKEND, dtype="float64", *, threads: int | None = None) -> float:
+def prepare(backend: str = DEFAULT_BACKEND, dtype="float64") -> float:
     """Compile ``backend``'s kernels for ``dtype`` now (or load them from Numba's cache); returns the seconds it took.
 
-    The first use of the CPU kernels compiles them (tens of seconds per
-    dtype, cached on disk afterwards); calling this first moves that time
-    out of the first ``train`` call and its progress bar. ``threads``: the
-    kernel threads the nets will run on (default: Numba's current count);
-    with more than one, the CPU backend also compiles its parallel kernel.
+    The first use of the CPU kernel compiles it (once per dtype, for every
+    net shape and thread count; cached on disk afterwards); calling this
+    first moves that time out of the first ``train`` call and its progress
+    bar.
     """
     dtype = check_dtype(dtype)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     started = time.perf_counter()
-    load_backend(backend).prepare(str(dtype), threads=threads)
+    load_backend(backend).prepare(str(dtype))
     return time.perf_counter() - started
 
 
@@ -140,7 +138,11 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     kernel = load_backend(backend)
 
     started = time.perf_counter()
-    V = to_normalized(weights, dims, dtype)
+    if hasattr(kernel, "empty_weights"):  # normalized straight into the kernel's own layout
+        V = kernel.empty_weights(dims, dtype)
+        normalize_into(weights, dims, V)
+    else:
+        V = to_normalized(weights, dims, dtype)
     state = kernel.init_state(V, np.ascontiguousarray(X, dtype=dtype),
                               np.ascontiguousarray(Y, dtype=dtype), layer_rates(lr, dims))
     loss = np.full(steps + 1, np.nan)

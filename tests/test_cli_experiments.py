@@ -136,14 +136,14 @@ def test_train_prints_the_relative_loss_of_the_net_it_trained(capsys, backend):
     assert set(rows) == {"1", "2", "5", "10", "20"}
     for t, rel in rows.items():
         assert float(rel) == pytest.approx(expected[int(t)], rel=1e-6)
-    assert ("preparing the CPU kernels (float64" in err) == (backend == "cpu")
+    assert ("preparing the CPU kernel (float64" in err) == (backend == "cpu")
 
 
 def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, capsys, tmp_path):
     from fastlin.experiments import runner
 
     order = []
-    monkeypatch.setattr(runner, "prepare", lambda *a, **k: order.append(("prepare",) + a + (k["threads"],)) or 0.5)
+    monkeypatch.setattr(runner, "prepare", lambda *a: order.append(("prepare",) + a) or 0.5)
     real_estimate = runner.estimate_sweep_seconds
 
     def fake_estimate(grid, *, workers, progress):
@@ -156,8 +156,5 @@ def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, 
     monkeypatch.setattr("fastlin.experiments.estimate_sweep_seconds", fake_estimate)
     assert main(["reproduce", "figure1", "--preset", "paper", "--backend", "cpu", "--estimate-only",
                  "--workers", "1", "--out", str(tmp_path / "paper")]) == 0
-    from fastlin.experiments.executors import default_workers
-
-    threads = default_workers()
-    assert order == [("prepare", "cpu", "float64", threads), "probe", "probe", ("estimate", 1)]
-    assert "preparing the CPU kernels (float64" in capsys.readouterr().err
+    assert order == [("prepare", "cpu", "float64"), "probe", "probe", ("estimate", 1)]
+    assert "preparing the CPU kernel (float64" in capsys.readouterr().err

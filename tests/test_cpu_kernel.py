@@ -1,5 +1,8 @@
 """The Numba one-pass kernel (backend="cpu") against the NumPy reference (issue: CPU kernel)."""
 
+from unittest import mock
+
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -290,6 +293,35 @@ def test_one_thread_and_all_threads_give_identical_results(dims, n, dtype):
     for loss, W in others:
         assert np.array_equal(loss, loss1)
         assert all(np.array_equal(a, b) for a, b in zip(W, W1))
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(problems(), st.lists(st.sampled_from(["one", "all"]), min_size=1, max_size=6), st.integers(2, 3),
+       st.sampled_from([np.float64, np.float32]))
+def test_one_and_several_threads_are_bit_identical_on_drawn_nets(problem, modes, ranges, dtype):
+    """One kernel thread or ``ranges`` of them, changing between chunks: the same bits (ranges may exceed the cores)."""
+    dims, n, init, seed, scale, _ = problem
+    rng = np.random.default_rng(seed)
+    Ws, X, Y = random_problem(rng, dims, n, init, dtype=dtype)
+    V = to_normalized(Ws, dims, dtype)
+    eta = layer_rates(scale * fastlin.theorem_lr(X.astype(np.float64), len(dims) - 1, dims[-1]), dims)
+    chunks = [(0, 3), (3, 4), (4, 11), (11, 16), (16, 24)]
+    runs = []
+    with mock.patch.object(numba.config, "NUMBA_NUM_THREADS", max(ranges, numba.config.NUMBA_NUM_THREADS)), \
+            mock.patch.object(numba, "get_num_threads", lambda: ranges):
+        for schedule in (["one"], modes):
+            state = cpu.State([v.copy() for v in V], X, Y, eta, ranges=ranges)
+            assert state.ranges == ranges
+            loss = np.full(24, np.nan)
+            for i, (a, b) in enumerate(chunks):
+                state.mode = schedule[i % len(schedule)]
+                done, _ = cpu.run_steps(state, loss[a:b], -np.inf)
+                if done < b - a:
+                    break
+            runs.append((loss, [w.copy() for w in cpu.weights(state)]))
+    (loss_one, W_one), (loss_mixed, W_mixed) = runs
+    assert np.array_equal(loss_one, loss_mixed, equal_nan=True)
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(W_one, W_mixed))
 
 
 def test_threads_each_on_all_threads_train_concurrently():

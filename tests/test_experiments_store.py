@@ -254,25 +254,20 @@ def test_sweep_prepares_the_cpu_kernels_once_per_dtype_and_says_so(tmp_path, mon
 
     calls = []
 
-    def fake_prepare(backend, dtype, threads=None):
-        calls.append((backend, dtype, threads))
+    def fake_prepare(backend, dtype):
+        calls.append((backend, dtype))
         return 0.25
 
     monkeypatch.setattr(runner_module, "prepare", fake_prepare)
     log = tmp_path / "log.txt"
     with open(log, "w") as stream:
         sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a", workers=2, progress=True, stream=stream)
-    assert calls == [("cpu", "float64", 1)]  # no net of the tiny grid is split: one kernel thread
-    assert "preparing the CPU kernels (float64" in log.read_text() and "ready in 0.2 s" in log.read_text()
+    assert calls == [("cpu", "float64")]
+    assert "preparing the CPU kernel (float64" in log.read_text() and "ready in 0.2 s" in log.read_text()
     calls.clear()
     sweep(tiny_grid(backend="cpu", steps=3), tmp_path / "a")  # nothing left to run
     sweep(tiny_grid(backend="numpy", steps=3), tmp_path / "b")  # no CPU kernels
     assert calls == []
-    # A net with a 64 x 64 swept layer is split when its worker has several kernel threads.
-    wide = tiny_grid(backend="cpu", steps=3, depths=(3,), widths=(64,), inits=("orthogonal",))
-    sweep(wide, tmp_path / "c", workers=1)
-    one = executors_module.ThreadExecutor(1).kernel_threads
-    assert calls == [("cpu", "float64", one)]
 
 
 def test_remote_workers_compile_for_themselves(tmp_path, monkeypatch):
@@ -291,16 +286,12 @@ def test_remote_workers_compile_for_themselves(tmp_path, monkeypatch):
     assert summary.done == len(tiny_grid().configs())
 
 
-def test_prepare_compiles_in_this_process_and_restores_its_threads():
-    import numba
-
+def test_prepare_compiles_the_one_kernel_of_a_dtype():
     from fastlin.kernels.cpu import passes
 
-    before = numba.get_num_threads()
-    assert fastlin.prepare("cpu", "float32", threads=1) > 0
-    assert numba.get_num_threads() == before
+    assert fastlin.prepare("cpu", "float32") > 0
     assert any("float32" in str(sig) for sig in passes.run_chunk.signatures)
-    if numba.config.NUMBA_NUM_THREADS > 1:
-        fastlin.prepare("cpu", "float32", threads=2)
-        assert numba.get_num_threads() == before
-        assert any("float32" in str(sig) for sig in passes.run_chunk_parallel.signatures)
+    with pytest.raises(TypeError, match="dtype"):
+        fastlin.prepare("cpu", "int8")
+    with pytest.raises(ValueError, match="unknown backend"):
+        fastlin.prepare("gpu")

@@ -1,7 +1,10 @@
-"""The start handshake and barrier that let a chunk of steps run in one parallel region."""
+"""The barrier that lets the threads of a chunk meet between layers, and the chunk on several Python threads."""
+
+import os
 
 import numba
 import numpy as np
+import pytest
 
 from fastlin.kernels import cpu
 from fastlin.kernels.cpu import threads as sync
@@ -10,18 +13,7 @@ from helpers import run_in_threads
 
 
 def fresh_flags(T):
-    return np.zeros((T + 2) * FLAG_STRIDE, dtype=np.int64)
-
-
-def test_join_gives_up_for_all_when_threads_run_one_after_another():
-    flags = fresh_flags(2)
-    assert not sync.join(flags, 0, 2, 1000)  # the other never came
-    assert not sync.join(flags, 1, 2, 1000)  # it comes after the verdict and follows it
-
-
-def test_join_agrees_when_all_threads_run_at_once():
-    flags = fresh_flags(3)
-    assert run_in_threads(lambda t: sync.join(flags, t, 3, 1 << 40), 3) == [True, True, True]
+    return np.zeros(T * FLAG_STRIDE, dtype=np.int64)
 
 
 @numba.njit(nogil=True)
@@ -46,27 +38,45 @@ def test_barrier_makes_every_write_before_it_visible_after_it():
     assert np.array_equal(np.diag(seen), [rounds] * T) and seen.min() >= 0
 
 
-def test_threads_that_did_not_all_run_fall_back_to_one_thread(monkeypatch):
-    """If the handshake fails the chunk runs on one thread, with the same losses."""
+def small_net():
     X = np.random.default_rng(0).standard_normal((20, 6))
     Y = np.random.default_rng(1).standard_normal((3, 6))
     rng = np.random.default_rng(2)
     V = [rng.standard_normal((16, 20)) / 5, rng.standard_normal((16, 16)) / 4,
          rng.standard_normal((3, 16)) / 4]
-    eta = np.full(3, 0.01)
+    return V, X, Y, np.full(3, 0.01)
+
+
+def test_more_kernel_threads_than_cores_finish_with_the_same_losses(monkeypatch):
+    """Threads that wait yield their core, so a chunk on more threads than cores still finishes, bit for bit."""
+    V, X, Y, eta = small_net()
     want = np.empty(9)
-    serial = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
-    serial.mode = "one"
-    cpu.run_steps(serial, want, -np.inf)
+    one = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
+    one.mode = "one"
+    cpu.run_steps(one, want, -np.inf)
+    threads = 2 * (os.cpu_count() or 1) + 1
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", threads)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    many = cpu.State([v.copy() for v in V], X, Y, eta, ranges=threads)
+    many.mode = "all"
+    got = np.empty(9)
+    assert cpu.run_steps(many, got, -np.inf) == (9, 0)
+    assert np.array_equal(got, want)
 
-    def no_threads(flags, net, data, bufs, phase, loss_out, loss_stop, results, R):
-        results[:, 0] = -1
 
-    monkeypatch.setattr(cpu, "run_chunk_parallel", no_threads)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+def test_an_error_in_a_kernel_thread_reaches_the_caller(monkeypatch):
+    V, X, Y, eta = small_net()
     state = cpu.State([v.copy() for v in V], X, Y, eta, ranges=2)
     state.mode = "all"
-    got = np.empty(9)
-    assert cpu.run_steps(state, got, -np.inf) == (9, 0)
-    assert state.mode == "one"
-    assert np.array_equal(got, want)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    calls = []
+
+    def fails_on_thread_one(t, *args):
+        calls.append(t)
+        if t == 1:
+            raise RuntimeError("thread 1 failed")
+
+    monkeypatch.setattr(cpu, "run_chunk", fails_on_thread_one)
+    with pytest.raises(RuntimeError, match="thread 1 failed"):
+        cpu.run_steps(state, np.empty(3), -np.inf)
+    assert sorted(calls) == [0, 1]

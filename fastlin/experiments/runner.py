@@ -113,7 +113,7 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped)
     if todo:
         if runner.local:  # remote Dask workers compile for themselves
-            prepare_kernels(todo, runner.kernel_threads, progress, stream or sys.stderr)
+            prepare_kernels(todo, progress, stream or sys.stderr)
         costs = {c.id: config_cost(c) for c in todo}
         bar = tqdm(total=sum(costs.values()), disable=not progress, file=stream or sys.stderr,
                    desc=f"sweep ({runner.describe()})",
@@ -144,24 +144,18 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     return summary
 
 
-def prepare_kernels(configs: list[Config], kernel_threads: int, progress: bool, stream) -> None:
-    """Compile here (or load from Numba's cache) the CPU kernels the configurations need, saying so if ``progress``.
+def prepare_kernels(configs: list[Config], progress: bool, stream) -> None:
+    """Compile here (or load from Numba's cache) the CPU kernel of each dtype the configurations use, saying so if ``progress``.
 
-    Numba compiles them on first use and caches them; left to the first
-    training run, that time would pass with its progress bar at 0 and no
-    word why, and every worker would compile the same code at once. The
-    parallel kernel only if there are several kernel threads and some net
-    is split among them (``cpu.threads.splits``).
+    Numba compiles it on first use and caches it; left to the first training
+    run, that time would pass with its progress bar at 0 and no word why,
+    and every worker would compile the same code at once.
     """
-    from ..kernels.cpu.threads import splits
-
     for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
-        split = kernel_threads > 1 and any(splits(c.dims) for c in configs
-                                           if c.backend == "cpu" and c.dtype == dtype)
         if progress:
-            print(f"preparing the CPU kernels ({dtype}; Numba compiles them on first use and caches them) ...",
+            print(f"preparing the CPU kernel ({dtype}; Numba compiles it on first use and caches it) ...",
                   end="", file=stream, flush=True)
-        seconds = prepare("cpu", dtype, threads=kernel_threads if split else 1)
+        seconds = prepare("cpu", dtype)
         if progress:
             print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
 
@@ -181,7 +175,7 @@ def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float
     """
     probe_seconds = DEFAULT_PROBE_SECONDS if probe_seconds is None else probe_seconds
     configs = grid.configs()
-    prepare_kernels(configs, max(1, default_workers() // workers), progress, stream or sys.stderr)
+    prepare_kernels(configs, progress, stream or sys.stderr)
     base = configs[0]
     wide = dataclasses.replace(base, width=max(grid.widths), depth=min(max(grid.depths), 16))
     deep = dataclasses.replace(base, width=min(grid.widths), depth=max(grid.depths))

@@ -52,12 +52,12 @@ def run_config(config: Config) -> RunRecord:
 
 
 def set_kernel_threads(threads: int | None) -> None:
-    """Let parallel Numba kernels started from this thread use at most ``threads`` threads.
+    """Let the CPU kernels started from this thread use at most ``threads`` threads.
 
-    Numba's thread count is per calling thread, so each worker of a sweep
-    sets its own share of the cores: two workers each opening parallel
-    regions over all cores would wait on each other at every region (L of
-    them per step).
+    The kernel takes its thread budget from Numba's thread count, which is
+    per calling thread, so each worker of a sweep sets its own share of the
+    cores: two workers each splitting their nets over all cores would wait
+    on each other at every barrier (L of them per step).
     """
     if threads is None:
         return

@@ -10,7 +10,10 @@ Every backend (``reference``, ``cpu``, ``cuda``) exposes
   steps, writing loss(t) of each into ``loss_out`` (float64); stop after a
   non-finite loss (DIVERGED) or a loss <= ``loss_stop`` (CONVERGED). Returns
   ``(steps_done, status)``.
-* ``weights(state)``: the current V_1..V_L, as new arrays.
+* ``weights(state)``: the current V_1..V_L; they may be views of the state's
+  buffers, valid until the next ``run_steps`` (copy them to keep them).
+* ``empty_weights(dims, dtype)`` (optional): arrays for V_1..V_L laid out as
+  the backend stores them; ``init_state`` adopts such arrays without a copy.
 * ``chains(state)``: the prefix chains A_1..A_{L+1} (A_1 = X, A_{L+1} = f),
   suffix chains B_0..B_L (B_L = I) and the residual E = f - Y at the current
   step.

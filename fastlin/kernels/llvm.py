@@ -60,27 +60,6 @@ def store_release(typingctx, flags, i, value):
     return types.void(flags, i, value), codegen
 
 
-@intrinsic
-def fetch_add(typingctx, flags, i, value):
-    """flags[i] += value, atomically; returns the old value."""
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[2], sig.args[2], types.int64)
-        return builder.atomic_rmw("add", _element_pointer(context, builder, sig, args), value, "seq_cst")
-    return types.int64(flags, i, value), codegen
-
-
-@intrinsic
-def compare_swap(typingctx, flags, i, expected, value):
-    """If flags[i] == expected set it to value, atomically; returns the value found."""
-    def codegen(context, builder, sig, args):
-        expected = context.cast(builder, args[2], sig.args[2], types.int64)
-        value = context.cast(builder, args[3], sig.args[3], types.int64)
-        pair = builder.cmpxchg(_element_pointer(context, builder, sig, args), expected, value,
-                               "seq_cst", "seq_cst")
-        return builder.extract_value(pair, 0)
-    return types.int64(flags, i, expected, value), codegen
-
-
 class Vec(types.Type):
     """``lanes`` elements of a float dtype (one cache line of them), held as one LLVM vector."""
 

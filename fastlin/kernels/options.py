@@ -5,30 +5,32 @@ into one FMA and ``reassoc`` lets it vectorize the dot-product reductions of
 the tile kernels. Neither assumes finite values (no ``nnan``/``ninf``), so a
 NaN or inf still propagates to the loss and divergence is detected.
 
-``nogil`` lets several configurations train in parallel Python threads;
-``cache`` stores the compiled machine code next to the module (safe here: no
-function-valued arguments). Parallel regions need a thread-safe threading
-layer when kernels are called from several threads at once: fastlin asks for
-one (OpenMP or TBB) unless the user chose a layer via NUMBA_THREADING_LAYER.
+``nogil`` lets several configurations, and the threads of one, run in
+parallel Python threads; ``cache`` stores the compiled machine code next to
+the module (safe here: no function-valued arguments). No kernel uses
+Numba's ``parallel=True``: a parallel variant would be a second compile of
+every kernel, and its thread pool's workers keep spinning after a region
+ends, taking cores from BLAS and from other configurations.
 
 On a host with AVX-512, LLVM's tuning for most such CPUs prefers 256-bit
 vectors ("prefer-256-bit"): its vectorizer then builds the plain loops of
 the tile kernels (``cpu.tiles.up_chain``) from 256-bit registers. fastlin asks
 Numba for the host's features without that preference (``wide_vectors``),
 unless the user set NUMBA_CPU_FEATURES: on an AVX-512 host of the CI class
-the upward pass then ran faster (docs/performance.md). Like the threading layer this is Numba's process-wide setting,
-and it takes effect only if fastlin is imported before anything makes Numba
-compile for the CPU (``wide_vectors_used`` says whether it did).
+the upward pass then ran faster (docs/performance.md). This is Numba's
+process-wide setting, and it takes effect only if fastlin is imported
+before anything makes Numba compile for the CPU (``wide_vectors_used``
+says whether it did).
 
 Numba's cache checks only the source file of each cached function, but the
 kernels read constants and helpers from other files (``tuning``, ``llvm``,
-sibling modules). ``drop_stale_cache`` therefore keeps one digest of all
-kernel sources beside each cache directory and drops the kernels' cached
-machine code when it changes.
+sibling modules). ``drop_stale_cache`` therefore keeps one digest of the
+kernel sources (every file under ``kernels/`` that defines compiled code,
+and ``tuning.py``) beside each cache directory and drops the kernels'
+cached machine code when it changes.
 """
 
 import hashlib
-import os
 from pathlib import Path
 
 import numba
@@ -36,9 +38,6 @@ from numba.core import caching, registry
 from numba.core.codegen import get_host_cpu_features
 
 FASTMATH = {"contract", "reassoc"}
-
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "threadsafe"
 
 
 def wide_vectors(features: str) -> str | None:
@@ -79,11 +78,17 @@ KERNELS = Path(__file__).resolve().parent
 _STAMP = "fastlin-kernels.stamp"
 
 
+# Kernel sources: files that define compiled code, and the constants they read.
+_COMPILED_MARKS = (b"@serial", b"@parallel", b"@intrinsic", b"njit(")
+
+
 def _sources_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(KERNELS.rglob("*.py")):
-        digest.update(str(path.relative_to(KERNELS)).encode())
-        digest.update(path.read_bytes())
+        text = path.read_bytes()
+        if path.name == "tuning.py" or any(mark in text for mark in _COMPILED_MARKS):
+            digest.update(str(path.relative_to(KERNELS)).encode())
+            digest.update(text)
     return digest.hexdigest()
 
 
@@ -128,10 +133,3 @@ def drop_stale_cache() -> int:
 drop_stale_cache()
 
 serial = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH))
-parallel = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH), parallel=True)
-
-# Start the threading layer now. A parallel function that is only ever called
-# from other compiled code (as the layer sweeps are, from the step loop) and
-# loaded from the cache would otherwise find the layer's launch function
-# unset and jump to a null pointer.
-numba.get_num_threads()

@@ -94,12 +94,12 @@ def _run_steps(state: State, loss_out, loss_stop: float):
 
 
 def weights(state: State):
-    return [Vi.copy() for Vi in state.V]
+    return list(state.V)
 
 
 def chains(state: State):
     return [a.copy() for a in state.A], suffix_chain(state.V), state.E.copy()
 
 
-def prepare(dtype="float64", threads=None) -> None:
+def prepare(dtype="float64") -> None:
     """Nothing to compile: the reference is plain NumPy."""

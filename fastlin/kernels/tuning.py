@@ -22,7 +22,6 @@ PAD_ROW_BYTES = 2048            # rows of a column-swept layer a multiple of thi
 THREADS_MIN_WEIGHTS = 1 << 12   # a net whose widest swept layer has this many weights is split into one range per thread
 RANGE_UNIT = LINE_BYTES // 4    # thread ranges start at multiples of this many rows or columns (a float32 strip), so each row's arithmetic is the same however the net is split
 SPINS_BEFORE_YIELD = 1 << 10    # a waiting thread spins this many polls, then yields its core at every further poll
-JOIN_POLLS = 1 << 15            # the start handshake gives up after this many polls (the threads did not all run at once)
 EXPLORE_EVERY = 16              # every this many chunks of one net shape, the slower of one-thread / all-threads is timed again
 FAR = 1.5                       # ... four times as rarely when it was more than this many times slower
 NEWEST_WEIGHT = 0.5             # weight of the newest timing in a choice's running estimate

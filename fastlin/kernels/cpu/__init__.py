@@ -26,9 +26,11 @@ written once per step; where a layer is too big for the caches, the next
 tile is prefetched while the current one is worked on.
 
 Threads (``threads``): a net wide enough is split into one range per thread
-in every layer; a chunk of steps runs either in ONE parallel region, the
-threads meeting at a barrier between layers, or on one thread sweeping all
-ranges, whichever measures faster; both give the same bits.
+in every layer; a chunk of steps runs either on that many Python threads at
+once, each running the one compiled kernel (``passes.run_chunk``) on its
+range and meeting the others at a barrier between layers, or on one thread
+sweeping all ranges, whichever measures faster; both give the same bits.
+There is one compiled kernel per dtype, whatever the thread count.
 
 The first layer: V_1 (d_1 x d_x) enters the loss only through Z = V_1 X
 (d_1 x n), and its gradient steps eta_1 B_1^T E X^T lie in the row space of
@@ -47,6 +49,7 @@ the downward sweeps), ``passes`` (both passes and the loop over steps),
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numba
@@ -55,10 +58,11 @@ import numpy as np
 from .. import host
 from ..reference import half_squared_norm
 from .layout import Data, Net, Scratch, line_aligned, row_stride
-from .passes import run_chunk, run_chunk_parallel
+from .passes import run_chunk
 from .threads import FLAG_STRIDE, chooser, splits
 
-__all__ = ["State", "init_state", "run_steps", "weights", "chains", "prepare", "splits"]
+__all__ = ["State", "StoredWeights", "chains", "empty_weights", "init_state", "prepare", "run_steps", "splits",
+           "weights"]
 
 
 class State:
@@ -75,12 +79,12 @@ class State:
         dtype = V[0].dtype
         self.dims = np.array([X.shape[0]] + [Vi.shape[0] for Vi in V], dtype=np.int64)
         n, dy = X.shape[1], Y.shape[0]
-        strides = [row_stride(int(d), dtype.itemsize) for d in self.dims[:-1]]
-        self.voff = np.concatenate([[0], np.cumsum(self.dims[1:] * strides)]).astype(np.int64)
-        self.V = line_aligned(self.voff[-1], dtype, zero=False)
-        for k, Vi in enumerate(V):
-            self.stored(k)[:, :Vi.shape[1]] = Vi
-            self.stored(k)[:, Vi.shape[1]:] = 0
+        if isinstance(V, StoredWeights) and V.dtype == dtype and np.array_equal(V.dims, self.dims):
+            self.V, self.voff = V.flat, V.voff  # already in place (``empty_weights``)
+        else:
+            self.V, self.voff = _weight_buffer(self.dims, dtype)
+            for k, Vi in enumerate(V):
+                self.stored(k)[:, :Vi.shape[1]] = Vi
         self.aoff = host.level_offsets(self.dims, 2 * n)
         self.boff = host.level_offsets(self.dims, 2 * dy)
         self.A2 = line_aligned(self.aoff[-1], dtype)
@@ -101,7 +105,7 @@ class State:
             fparts=np.zeros((threads, n, dy), dtype=dtype), f_T=np.zeros((threads, n, dy), dtype=dtype))
         self.E = self.scratch.E[0]
         self.G = np.ascontiguousarray(X.T @ X, dtype=dtype)
-        self.flags = np.zeros((threads + 2) * FLAG_STRIDE, dtype=np.int64)
+        self.flags = np.zeros(threads * FLAG_STRIDE, dtype=np.int64)
         self.results = np.zeros((threads, 3), dtype=np.int64)
         if ranges is None:
             ranges = numba.get_num_threads() if splits(self.dims) else 1
@@ -140,6 +144,33 @@ class State:
         return Vk
 
 
+class StoredWeights(list):
+    """Views V_1..V_L into one flat buffer laid out as ``State`` stores weights (``empty_weights``)."""
+
+    def __init__(self, flat, voff, dims):
+        self.flat, self.voff, self.dims, self.dtype = flat, voff, np.asarray(dims, dtype=np.int64), flat.dtype
+        super().__init__(flat[voff[k]:voff[k + 1]].reshape(int(dims[k + 1]), -1)[:, :int(dims[k])]
+                         for k in range(len(dims) - 1))
+
+
+def _weight_buffer(dims, dtype):
+    """A flat buffer for the layers of widths ``dims`` (rows padded where ``row_stride`` says, padding zero) and its offsets."""
+    dtype = np.dtype(dtype)
+    strides = [row_stride(int(d), dtype.itemsize) for d in dims[:-1]]
+    voff = np.concatenate([[0], np.cumsum(np.asarray(dims[1:], dtype=np.int64) * strides)]).astype(np.int64)
+    flat = line_aligned(voff[-1], dtype, zero=False)
+    for k in range(len(dims) - 1):
+        if strides[k] > dims[k]:
+            flat[voff[k]:voff[k + 1]].reshape(int(dims[k + 1]), -1)[:, int(dims[k]):] = 0
+    return flat, voff
+
+
+def empty_weights(dims, dtype) -> StoredWeights:
+    """Uninitialized V_1..V_L in the kernel's layout: fill them, then ``init_state`` adopts them without a copy."""
+    dims = np.asarray(dims, dtype=np.int64)
+    return StoredWeights(*_weight_buffer(dims, dtype), dims)
+
+
 def init_state(V, X, Y, eta) -> State:
     return State(V, X, Y, eta)
 
@@ -159,15 +190,13 @@ def run_steps(state: State, loss_out, loss_stop: float):
     T = _chunk_threads(state)
     scratch.E[1:R] = state.E
     scratch.ET[1:R] = scratch.ET[0]
+    args = (state.flags, net, data, scratch, state.phase, loss_out, loss_stop)
     start = time.perf_counter()
     if T > 1:
         state.flags[:] = 0
-        run_chunk_parallel(state.flags, net, data, scratch, state.phase, loss_out, loss_stop, state.results, R)
-        if state.results[0, 0] < 0:
-            state.mode = "one"  # the threads did not all run at once: one thread from now on
-            T = 1
-    if T == 1:
-        run_chunk(state.flags, net, data, scratch, state.phase, loss_out, loss_stop, state.results, R)
+        _run_on_threads(T, R, args, state.results)
+    else:
+        run_chunk(0, 1, R, *args, state.results[0])
     done, status, state.phase = (int(x) for x in state.results[0])
     # A state's first chunk is not timed: cores that idled while the state
     # was built run the next tens of milliseconds up to 2x slower on the
@@ -178,8 +207,34 @@ def run_steps(state: State, loss_out, loss_stop: float):
     return done, status
 
 
+def _run_on_threads(T, R, args, results):
+    """``run_chunk`` as threads 0..T-1 of T at once: 1..T-1 on new Python threads, 0 on this one.
+
+    The kernel releases the GIL, so the threads run in parallel; they meet
+    at the kernel's barriers. An exception in any thread is raised here.
+    """
+    errors = []
+
+    def thread(t):
+        try:
+            run_chunk(t, T, R, *args, results[t])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+
+    helpers = [threading.Thread(target=thread, args=(t,), name=f"fastlin-kernel-{t}", daemon=True)
+               for t in range(1, T)]
+    for helper in helpers:
+        helper.start()
+    thread(0)
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+
+
 def weights(state: State):
-    return [state.layer(k).copy() for k in range(len(state.dims) - 1)]
+    """V_1..V_L now: views of the state's buffer (V_1 a new array), valid until the next ``run_steps``."""
+    return [state.layer(k) for k in range(len(state.dims) - 1)]
 
 
 def chains(state: State):
@@ -188,26 +243,18 @@ def chains(state: State):
     return host.read_chains(V, state.X, state.phase, state._A_level, state._B_level, state.E)
 
 
-def prepare(dtype="float64", threads: int | None = None) -> None:
-    """Compile the kernels for ``dtype`` now, or load them from Numba's cache.
+def prepare(dtype="float64") -> None:
+    """Compile the kernel for ``dtype`` now, or load it from Numba's cache.
 
-    Runs a tiny net for a few steps (both pass directions) with the
-    one-thread kernel, and when ``threads`` (default: Numba's current count
-    for this thread) is more than one, one split among two threads with the
-    parallel kernel. This thread's Numba thread count is restored after.
+    One compiled kernel serves every net and thread count; this runs a tiny
+    net split among two threads for a few steps (both pass directions).
     """
     dtype = np.dtype(dtype)
-    previous = numba.get_num_threads()
-    threads = previous if threads is None else max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    try:
-        for dims in ([8, 8, 8, 2], [8, 64, 64, 2])[:1 + (threads > 1)]:
-            rng = np.random.default_rng(0)
-            V = [(rng.standard_normal((dims[k + 1], dims[k])) / dims[k]).astype(dtype) for k in range(len(dims) - 1)]
-            X = rng.standard_normal((dims[0], 4)).astype(dtype)
-            Y = rng.standard_normal((dims[-1], 4)).astype(dtype)
-            state = State(V, X, Y, np.full(len(V), 1e-3), ranges=2 if splits(dims) else 1)
-            state.mode = "all" if state.ranges > 1 else "one"
-            run_steps(state, np.empty(4), -np.inf)
-    finally:
-        numba.set_num_threads(previous)
+    dims = [8, 64, 64, 2]
+    rng = np.random.default_rng(0)
+    V = [(rng.standard_normal((dims[k + 1], dims[k])) / dims[k]).astype(dtype) for k in range(len(dims) - 1)]
+    X = rng.standard_normal((dims[0], 4)).astype(dtype)
+    Y = rng.standard_normal((dims[-1], 4)).astype(dtype)
+    state = State(V, X, Y, np.full(len(V), 1e-3), ranges=min(2, numba.config.NUMBA_NUM_THREADS))
+    state.mode = "all"
+    run_steps(state, np.empty(4), -np.inf)

@@ -1,26 +1,25 @@
 """The passes of the CPU step and the loop over steps (see the package docstring and docs/design.md).
 
 ``up_pass`` and ``down_pass`` are one thread's share of one step in each
-direction; ``run_chunk`` runs a chunk of steps on one thread sweeping all
-ranges, ``run_chunk_parallel`` on one thread per range in ONE parallel
-region, the threads meeting at a barrier between layers (``threads``).
-Both give the same bits. Arguments are the named tuples of ``layout``:
-``net`` (weights and chains), ``data`` (Y, G = X^T X, rates) and
-``scratch`` (per-thread buffers).
+direction; ``run_chunk`` is thread t's loop over a chunk of steps: one
+thread sweeping all ranges (T = 1), or one of T threads each sweeping its
+own range and meeting the others at a barrier between layers
+(``threads``). It is the one compiled entry point of the backend: the
+Python side starts it on one thread or on T. Both give the same bits.
+Arguments are the named tuples of ``layout``: ``net`` (weights and
+chains), ``data`` (Y, G = X^T X, rates) and ``scratch`` (per-thread
+buffers).
 """
 
 import math
 
 import numpy as np
 
-from numba import prange
-
 from .. import COMPLETED, CONVERGED, DIVERGED
-from ..options import parallel, serial
+from ..options import serial
 from .layout import level, stored_layer, swept_by_columns
 from .strips import down_chain_blocks, down_layer_cols, down_layer_rows
-from ..tuning import JOIN_POLLS
-from .threads import barrier, join, thread_range, unit_range
+from .threads import barrier, thread_range, unit_range
 from .tiles import add_product, set_block, small_product_t, up_layer
 
 
@@ -199,10 +198,13 @@ def down_pass(t, T, R, flags, epoch, net, data, scratch):
 
 
 @serial
-def _run_thread(t, T, R, flags, net, data, scratch, phase, loss_out, loss_stop, result):
-    """Thread t of T (R or 1): up to len(loss_out) steps over R row ranges; result = (done, status, phase).
+def run_chunk(t, T, R, flags, net, data, scratch, phase, loss_out, loss_stop, result):
+    """Thread t of T (R or 1): up to len(loss_out) steps over R ranges; result = (done, status, phase).
 
-    Every thread computes the same loss from the same f, so all stop together.
+    With T = R each thread sweeps its own range of every layer; with T = 1
+    one thread sweeps all R ranges (no barriers). Every thread computes the
+    same loss from the same f, so all stop together; thread 0 writes the
+    losses.
     """
     epoch = 0
     done, status = loss_out.size, COMPLETED
@@ -221,22 +223,3 @@ def _run_thread(t, T, R, flags, net, data, scratch, phase, loss_out, loss_stop, 
             done, status = i + 1, CONVERGED
             break
     result[0], result[1], result[2] = done, status, phase
-
-
-@serial
-def run_chunk(flags, net, data, scratch, phase, loss_out, loss_stop, results, R):
-    """One thread sweeps all R row ranges (no barriers)."""
-    _run_thread(0, 1, R, flags, net, data, scratch, phase, loss_out, loss_stop, results[0])
-
-
-@parallel
-def run_chunk_parallel(flags, net, data, scratch, phase, loss_out, loss_stop, results, R):
-    """R threads, one per row range, in one parallel region for the whole chunk.
-
-    results[0, 0] = -1 if they did not all run at once (nothing done then).
-    """
-    for t in prange(R):
-        if join(flags, t, R, JOIN_POLLS):
-            _run_thread(t, R, R, flags, net, data, scratch, phase, loss_out, loss_stop, results[t])
-        else:
-            results[t, 0] = -1

@@ -7,13 +7,16 @@ RANGE_UNIT rows or columns (a float32 strip, and a multiple of ROW_TILE),
 so every row and column has the same arithmetic whether one thread sweeps
 all ranges or each thread its own: both give the same bits.
 
-**Meeting.** A chunk of steps on R threads runs in ONE parallel region (one
-iteration of ``prange(R)`` per thread); the threads wait for each other
-between layers at ``barrier`` instead of opening a region per layer (a few
-microseconds each, L of them per step). A barrier costs 0.04-0.35 us on the
-2-core VM, depending on how far apart its vCPUs are. ``flags`` is an int64
-array of at least ``(R + 2) * FLAG_STRIDE`` zeros before the region opens;
-each thread's word lies on its own cache line.
+**Meeting.** A chunk of steps on R threads runs the one compiled kernel
+(``passes.run_chunk``) in R Python threads at once, each for the whole
+chunk; the kernel releases the GIL, and the threads wait for each other
+between layers at ``barrier`` (a few atomic loads) instead of returning to
+Python per layer. A barrier costs 0.04-0.35 us on the 2-core VM, depending
+on how far apart its vCPUs are. ``flags`` is an int64 array of at least
+``R * FLAG_STRIDE`` zeros before the chunk starts; each thread's word lies
+on its own cache line. The waiting thread spins, then yields its core at
+every poll (SPINS_BEFORE_YIELD): with more busy threads than cores
+(several trainings in parallel), the thread it waits for may need it.
 
 **One or all.** For mid-sized nets the faster choice depends on the
 machine's state, not only on the size: on the 2-core VM the two vCPUs are
@@ -32,12 +35,11 @@ import threading
 
 from numba.core import types
 
-from ..llvm import compare_swap, fetch_add, load_acquire, pause, store_release
+from ..llvm import load_acquire, pause, store_release
 from ..options import serial
 from ..tuning import EXPLORE_EVERY, FAR, NEWEST_WEIGHT, RANGE_UNIT, SPINS_BEFORE_YIELD, THREADS_MIN_WEIGHTS
 
 FLAG_STRIDE = 8  # int64 words per cache line
-NEVER = 1 << 62  # polls of a barrier: wait as long as it takes
 
 
 def splits(dims) -> bool:
@@ -83,40 +85,15 @@ else:
 
 
 @serial
-def _wait_for(flags, i, value, polls):
-    """Poll until flags[i] >= value or ``polls`` polls are spent; returns whether it got there."""
+def _wait_for(flags, i, value):
+    """Poll until flags[i] >= value: spin a while, then yield the core at every poll."""
     k = 0
     while load_acquire(flags, i) < value:
-        if k >= polls:
-            return False
         if k < SPINS_BEFORE_YIELD:
             pause()
+            k += 1
         else:
             _yield_core()
-        k += 1
-    return True
-
-
-@serial
-def join(flags, t, T, polls):
-    """True for every thread if all T threads reached here while the others were running, else False for all.
-
-    A threading layer may run the T iterations of a ``prange`` one after
-    another (TBB can, and nested regions get one thread), and a barrier would
-    then wait forever. So each thread counts itself in and waits at most
-    ``polls`` polls for the others; the first thread to decide (all in, or
-    gave up) sets the verdict once, by compare-and-swap, and all follow it.
-    A thread that arrives after the verdict went against it does no work.
-    """
-    if T == 1:
-        return True
-    count, verdict = T * FLAG_STRIDE, (T + 1) * FLAG_STRIDE
-    fetch_add(flags, count, 1)
-    if _wait_for(flags, count, T, polls):
-        compare_swap(flags, verdict, 0, 1)
-    else:
-        compare_swap(flags, verdict, 0, 2)
-    return load_acquire(flags, verdict) == 1
 
 
 @serial
@@ -132,7 +109,7 @@ def barrier(flags, t, T, epoch):
         return epoch
     store_release(flags, t * FLAG_STRIDE, epoch)
     for u in range(T):
-        _wait_for(flags, u * FLAG_STRIDE, epoch, NEVER)
+        _wait_for(flags, u * FLAG_STRIDE, epoch)
     return epoch
 
 

@@ -251,7 +251,7 @@ def batch_weights(batch: Batch, c):
     return batch.weights(c)
 
 
-def prepare(dtype="float64", threads=None, n=16, dy=10) -> None:
+def prepare(dtype="float64", n=16, dy=10) -> None:
     """Compile the step kernels (both modes) for ``dtype`` and n samples, d_y outputs (default: the paper's data).
 
     Kernels are specialized per (n, d_y, dtype); other shapes compile at
