@@ -34,7 +34,8 @@ import hashlib
 from pathlib import Path
 
 import numba
-from numba.core import caching, registry
+from numba.core import caching, registry, types
+from numba.core.registry import CPUDispatcher
 from numba.core.codegen import get_host_cpu_features
 
 FASTMATH = {"contract", "reassoc"}
@@ -132,4 +133,28 @@ def drop_stale_cache() -> int:
 
 drop_stale_cache()
 
-serial = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH))
+class _PlainTypesDispatcher(CPUDispatcher):
+    """A CPU dispatcher that builds a call from compiled code for the arguments' plain types.
+
+    Numba compiles a callee once per distinct argument types, and a literal
+    argument (the 0 in ``add_product(out, C, M, K, alpha, 0, n, c0, c1)``,
+    or a loop counter's first value) has a type of its own, so every
+    function called once with a literal and once with a variable was built
+    twice: up to six times for the strip kernels, twice for both passes.
+    The constants still reach the code: LLVM inlines the callees into their
+    callers and propagates them there.
+    """
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+
+def serial(func):
+    """``njit`` with fastlin's options (module docstring): nopython, nogil, cache, the fastmath subset."""
+    if numba.config.DISABLE_JIT:
+        return func
+    dispatcher = _PlainTypesDispatcher(py_func=func, locals={},
+                                       targetoptions={"nopython": True, "nogil": True, "fastmath": set(FASTMATH)})
+    dispatcher.enable_caching()
+    return dispatcher
