@@ -131,7 +131,7 @@ def test_gaussian_init_mean_is_the_infinite_ntk_and_diagonal_variance_is_4L_over
     product over the L − 1 layers other than i of independent factors of
     relative variance 2/m; T_i and T_j share L − 1 − |i − j| of them, so
     Var/mean² ≈ (2/m) Σ_ij (L − 1 − |i − j|) / L² = (2/(3m))(2L − 3 + 1/L),
-    whose large-L form is DESIGN.md's 4L/(3m) (at L = 4 it is 0.66 of it).
+    whose large-L form is the 4L/(3m) usually quoted (at L = 4 it is 0.66 of it).
     """
     rng = np.random.default_rng(20260522)
     depth, m, dx, dy, n, draws = 4, 64, 8, 2, 3, 2000
