@@ -22,6 +22,9 @@ INIT_STYLES = {"gaussian": "-", "orthogonal": "--"}
 INIT_LABELS = {"gaussian": "Gaussian", "orthogonal": "orthogonal"}
 # Distances are drawn on a log axis; an exact zero sits at this floor.
 LOG_FLOOR = 1e-17
+# Lowest loss(t)/‖Y‖²_F drawn: float64 runs end near 1e-30, which would squeeze
+# Theorem 5.1's window [0.4, 0.6] into a line.
+LOSS_AXIS_FLOOR = 1e-12
 
 
 def _save(fig: Figure, stem) -> list[Path]:
@@ -81,7 +84,7 @@ def width_figure(records, out) -> list[Path]:
     colours = _colours([r.config["depth"] for r in records])
     dx = records[0].config["dx"]
     fig = Figure(figsize=(10, 4.2))
-    axes = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(1, 2)
     for ax, init in zip(axes, ("gaussian", "orthogonal")):
         _curves(ax, table, colours, inits=(init,))
         ax.set_xscale("log", base=2)
@@ -94,7 +97,8 @@ def width_figure(records, out) -> list[Path]:
         axes[0].plot(widths, 2 * np.sqrt(L / widths), ":", color=colour, lw=1)
     axes[1].axvline(dx, color="0.4", lw=0.8)
     axes[1].text(dx, 1e-3, " m = d_x", fontsize=8, color="0.3")
-    axes[0].set_ylabel("‖Θ(0) − Θ_∞‖_F / ‖Θ_∞‖_F")
+    for ax in axes:
+        ax.set_ylabel("‖Θ(0) − Θ_∞‖_F / ‖Θ_∞‖_F")
     _legend(axes[0], colours, "L", inits=("gaussian",),
             extra=[Line2D([], [], color="k", ls=":", lw=1, label="2 sqrt(L/m)")])
     _legend(axes[1], colours, "L", inits=("orthogonal",))
@@ -146,15 +150,24 @@ def drift_figure(records, out) -> list[Path]:
     return _save(fig, Path(out) / "ntk-drift")
 
 
-def _median_curve(rs, key, transform):
-    """Recorded steps and the median over seeds of transform(record, values) (shortest run's steps)."""
-    k = min(len(r["t"]) for r in rs)
-    ys = np.array([transform(r, np.asarray(r[key])[:k]) for r in rs])
-    return np.asarray(rs[0]["t"])[:k], np.median(ys, axis=0)
+def _lambda_min_ratio(r) -> np.ndarray:
+    """λ_min(Θ(t))/λ_min(Θ_∞), raised to the rounding floor of the dense eigensolver.
+
+    LAPACK's eigenvalues of the N × N Gram (N = n·d_y) are accurate to about
+    N ε λ_max(Θ(t)); below that a computed λ_min (even a negative one) only
+    says "at most the floor", and is drawn there.
+    """
+    from .experiments.ntk_studies import lambda_min_floor
+
+    return np.maximum(np.asarray(r["lambda_min"]), lambda_min_floor(r)) / r["lambda_min_infinite"]
 
 
 def spectrum_figure(records, out) -> list[Path]:
-    """Rows: λ_min(Θ(t))/λ_min(Θ_∞), η λ_max(Θ(t))/2, loss(t)/‖Y‖²_F vs t; one column per depth."""
+    """Rows: λ_min(Θ(t))/λ_min(Θ_∞), η λ_max(Θ(t))/2, loss(t)/‖Y‖²_F vs t; one column per depth.
+
+    Medians over the seeds that did not diverge; a group whose seeds all
+    diverged is drawn seed by seed, thin, up to the divergence (×).
+    """
     from .experiments.ntk_studies import LOSS_WINDOW
 
     groups = defaultdict(list)
@@ -168,13 +181,22 @@ def spectrum_figure(records, out) -> list[Path]:
     for (L, m, init), rs in sorted(groups.items()):
         col = depths.index(L)
         style = dict(ls=INIT_STYLES[init], color=colours[m], lw=1.2)
-        t, y = _median_curve(rs, "lambda_min", lambda r, v: v / r["lambda_min_infinite"])
-        axes[0, col].plot(t + 1, np.maximum(y, LOG_FLOOR), **style)
-        t, y = _median_curve(rs, "lambda_max", lambda r, v: r["lr"] * v / 2)
-        axes[1, col].plot(t + 1, y, **style)
-        k = min(r["steps_run"] for r in rs) + 1
-        loss = np.median([np.asarray(r["loss"])[:k] / r["y_norm2"] for r in rs], axis=0)
-        axes[2, col].plot(np.arange(k) + 1, loss, **style)
+        alive = [r for r in rs if r["status"] != "diverged"]
+        curves = [alive] if alive else [[r] for r in rs]
+        if not alive:
+            style["lw"] = 0.6
+        for part in curves:
+            k = min(len(r["t"]) for r in part)
+            t = np.asarray(part[0]["t"])[:k] + 1
+            axes[0, col].plot(t, np.median([_lambda_min_ratio(r)[:k] for r in part], axis=0), **style)
+            axes[1, col].plot(t, np.median([r["lr"] * np.asarray(r["lambda_max"])[:k] / 2 for r in part],
+                                           axis=0), **style)
+            n = min(r["steps_run"] for r in part) + 1
+            loss = np.median([np.asarray(r["loss"])[:n] / r["y_norm2"] for r in part], axis=0)
+            axes[2, col].plot(np.arange(n) + 1, np.maximum(loss, LOSS_AXIS_FLOOR), **style)
+        for r in rs:
+            if r["status"] == "diverged":
+                axes[2, col].plot(r["steps_run"] + 1, 1.0, "x", color=colours[m], ms=5)
     for col, L in enumerate(depths):
         axes[0, col].set_title(f"L = {L}")
         axes[1, col].axhline(1.0, color="0.4", lw=0.8)
@@ -185,15 +207,20 @@ def spectrum_figure(records, out) -> list[Path]:
             ax.grid(True, which="major", alpha=0.3)
         axes[0, col].set_yscale("log")
         axes[1, col].set_yscale("log")
+        # Diverging runs reach 1e180 before their loss overflows; the axes stop at
+        # what the other runs show.
+        axes[0, col].set_ylim(1e-21, 10)
+        axes[1, col].set_ylim(1e-8, 1e3)
         axes[2, col].set_yscale("log")
+        axes[2, col].set_ylim(LOSS_AXIS_FLOOR / 3, 3)
         axes[2, col].set_xlabel("step t + 1")
     axes[0, 0].set_ylabel("λ_min(Θ(t)) / λ_min(Θ_∞)")
     axes[1, 0].set_ylabel("η λ_max(Θ(t)) / 2")
     axes[2, 0].set_ylabel("loss(t) / ‖Y‖²_F")
     _legend(axes[0, 0], colours, "m")
     axes[1, 0].legend(handles=[Line2D([], [], color="0.4", lw=0.8, label="edge of stability")], fontsize=7)
-    axes[2, 0].legend(handles=[Patch(color="tab:red", alpha=0.12, label="Theorem 5.1: [0.4, 0.6]")],
-                      fontsize=7)
-    fig.suptitle("NTK spectrum along GD (paper's data, η = half the Theorem 4.1 rate; medians over seeds)",
-                 fontsize=10)
+    axes[2, 0].legend(handles=[Patch(color="tab:red", alpha=0.12, label="Theorem 5.1: [0.4, 0.6]"),
+                               Line2D([], [], ls="", marker="x", color="k", label="diverged")], fontsize=7)
+    fig.suptitle("NTK spectrum along GD (paper's data, η = half the Theorem 4.1 rate)\nmedians over the "
+                 "seeds that did not diverge; λ_min at the rounding floor N ε λ_max drawn there", fontsize=10)
     return _save(fig, Path(out) / "ntk-spectrum")

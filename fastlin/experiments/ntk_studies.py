@@ -358,6 +358,12 @@ def spectrum_cost(config) -> float:
     return config["steps"] * (_step_weights(config) + 2000.0 * config["depth"])
 
 
+def lambda_min_floor(record) -> np.ndarray:
+    """N ε λ_max(Θ(t)), N = n·d_y: below it a λ_min from the dense eigensolver is rounding."""
+    c = record.config
+    return c["n"] * c["dy"] * np.finfo(np.float64).eps * np.asarray(record["lambda_max"])
+
+
 def in_window(record) -> bool:
     """Whether loss(t)/‖Y‖²_F stayed in Theorem 5.1's window [0.4, 0.6] at every step run."""
     rel = np.asarray(record["loss"])[:record["steps_run"] + 1] / record["y_norm2"]
@@ -371,38 +377,65 @@ def spectrum_summary(records) -> dict:
         groups[c["init"], c["depth"], c["width"]].append(r)
     table = {}
     for (init, L, m), rs in sorted(groups.items()):
-        start = [r["lambda_min"][0] / r["lambda_min_infinite"] for r in rs]
-        end = [r["lambda_min"][-1] / r["lambda_min_infinite"] for r in rs]
-        edge = [float(np.max(r["lr"] * np.asarray(r["lambda_max"]) / 2)) for r in rs]
-        final = [float(r["loss"][r["steps_run"]] / r["loss"][0]) for r in rs]
+        alive = [r for r in rs if r["status"] != "diverged"]
+
+        def ratio(r, k):
+            # λ_min below the rounding floor counts as the floor ("at most").
+            return max(r["lambda_min"][k], lambda_min_floor(r)[k]) / r["lambda_min_infinite"]
+
+        def median(values):
+            return json_number(float(np.median(values))) if values else None
+
+        def loss_range(r):
+            rel = np.asarray(r["loss"])[:r["steps_run"] + 1] / r["y_norm2"]
+            return float(rel.min()), float(rel.max())
+
         table[f"{init} L={L} m={m}"] = {
             "init": init, "depth": L, "width": m, "seeds": len(rs),
-            "lambda_min_ratio_start": json_number(float(np.median(start))),
-            "lambda_min_ratio_end": json_number(float(np.median(end))),
-            "end_step": int(np.median([r["t"][-1] for r in rs])),
-            "half_eta_lambda_max_peak": json_number(float(np.median(edge))),
-            "final_relative_loss": json_number(float(np.median(final))),
+            "diverged": len(rs) - len(alive),
+            "lambda_min_ratio_start": median([ratio(r, 0) for r in rs]),
+            "lambda_min_ratio_end": median([ratio(r, -1) for r in alive]),
+            "lambda_min_at_floor_start": int(sum(r["lambda_min"][0] <= lambda_min_floor(r)[0] for r in rs)),
+            "lambda_min_at_floor_end": int(sum(r["lambda_min"][-1] <= lambda_min_floor(r)[-1] for r in alive)),
+            "half_eta_lambda_max_start": median([r["lr"] * r["lambda_max"][0] / 2 for r in rs]),
+            "half_eta_lambda_max_peak": median([float(np.max(r["lr"] * np.asarray(r["lambda_max"]) / 2))
+                                                for r in alive]),
+            "final_relative_loss": median([float(r["loss"][r["steps_run"]] / r["loss"][0]) for r in alive]),
+            "loss_over_y2_min": median([loss_range(r)[0] for r in alive]),
+            "loss_over_y2_max": median([loss_range(r)[1] for r in alive]),
             "loss_in_window": sum(in_window(r) for r in rs),
-            "diverged": sum(r["status"] == "diverged" for r in rs),
         }
     return {"window": list(LOSS_WINDOW),
             "by_net": table,
-            "keys": "medians over seeds: λ_min(Θ(t))/λ_min(Θ_∞) at t = 0 and at the last recorded "
-                    "step, the peak over t of η λ_max(Θ(t))/2 (1 = edge of stability), "
-                    "loss(T)/loss(0); loss_in_window: seeds whose loss(t)/‖Y‖²_F stayed in "
+            "keys": "medians over seeds (those that did not diverge, for values along the run): "
+                    "λ_min(Θ(t))/λ_min(Θ_∞) at t = 0 and at the last step, where a λ_min below the "
+                    "eigensolver's rounding floor N ε λ_max(Θ(t)) (N = n d_y) counts as the floor "
+                    "(lambda_min_at_floor_start, _end: seeds at the floor); η λ_max(Θ(t))/2 at t = 0 "
+                    "and its peak over t (1 = edge of stability); loss(T)/loss(0); the least and "
+                    "largest loss(t)/‖Y‖²_F; loss_in_window: seeds whose loss(t)/‖Y‖²_F stayed in "
                     "[0.4, 0.6] at every step"}
 
 
 def spectrum_format(summary) -> str:
-    lines = ["ntk-spectrum: medians over seeds (λ_min ratio = λ_min(Θ(t))/λ_min(Θ_∞))",
-             f"  {'net':<24} {'ratio t=0':>10} {'ratio end':>10} {'max ηλmax/2':>11} "
-             f"{'loss(T)/loss(0)':>15} {'in window':>9}"]
+    def g(x):
+        return "n/a" if x is None else f"{x:.1e}"
+
+    lines = ["ntk-spectrum: medians over seeds (λ_min ratio = λ_min(Θ(t))/λ_min(Θ_∞); values along the "
+             "run over seeds that did not diverge)",
+             "  (≤: at least half the seeds at the eigensolver's rounding floor N ε λ_max)",
+             f"  {'net':<22} {'ratio t=0':>10} {'ratio end':>10} {'ηλmax/2 t=0':>11} {'peak':>8} "
+             f"{'loss(T)/loss(0)':>15} {'loss/‖Y‖² range':>17} {'window':>6} {'diverged':>8}"]
     for key, row in summary["by_net"].items():
-        def g(x):
-            return "n/a" if x is None else f"{x:.2e}"
-        lines.append(f"  {key:<24} {g(row['lambda_min_ratio_start']):>10} {g(row['lambda_min_ratio_end']):>10} "
-                     f"{g(row['half_eta_lambda_max_peak']):>11} {g(row['final_relative_loss']):>15} "
-                     f"{str(row['loss_in_window']) + '/' + str(row['seeds']):>9}")
+        span = f"{g(row['loss_over_y2_min'])}..{g(row['loss_over_y2_max'])}"
+        floor = "≤" if 2 * row["lambda_min_at_floor_start"] >= row["seeds"] else ""
+        alive = row["seeds"] - row["diverged"]
+        floor_end = "≤" if alive and 2 * row["lambda_min_at_floor_end"] >= alive else ""
+        lines.append(f"  {key:<22} {floor + g(row['lambda_min_ratio_start']):>10} "
+                     f"{floor_end + g(row['lambda_min_ratio_end']):>10} "
+                     f"{g(row['half_eta_lambda_max_start']):>11} {g(row['half_eta_lambda_max_peak']):>8} "
+                     f"{g(row['final_relative_loss']):>15} {span:>17} "
+                     f"{str(row['loss_in_window']) + '/' + str(row['seeds']):>6} "
+                     f"{row['diverged']:>8}")
     return "\n".join(lines)
 
 
