@@ -204,7 +204,7 @@ def test_paper_preset_prints_its_estimate_first(tmp_path, capsys, monkeypatch):
     def fake(study, configs, *, workers):
         calls.append((study.name, len(configs), workers))
         return {"seconds": 5400.0, "configurations": len(configs), "workers": workers,
-                "probe": configs[0], "probe_seconds": 2.0}
+                "probe": configs[0], "probe_seconds": 2.0, "probe_record": None}
 
     monkeypatch.setattr("fastlin.experiments.study_cli.estimate_seconds", fake)
     assert main(["reproduce", "ntk-width", "--preset", "paper", "--estimate-only", "--workers", "2",
@@ -216,8 +216,20 @@ def test_paper_preset_prints_its_estimate_first(tmp_path, capsys, monkeypatch):
 
 
 def test_estimate_scales_the_probe_by_the_cost_model(monkeypatch):
-    times = iter([0.0, 2.0])
-    monkeypatch.setattr(st.time, "perf_counter", lambda: next(times))
+    def timed(study, config, threads):
+        return st.StudyRecord(config=config, values=toy_run(config), seconds=2.0)
+
+    monkeypatch.setattr(st, "run_config", timed)
     est = st.estimate_seconds(TOY, TOY.configs("small"), workers=2)
-    # the probe (cheapest, x = 1, cost 1) took 2 s: costs 1 + 2 + 3 on two workers
-    assert est["probe"] == {"x": 1, "tag": "a"} and est["seconds"] == pytest.approx(6.0)
+    # costs 1, 2, 3: half of the total (3) is reached at x = 2, which took 2 s
+    assert est["probe"] == {"x": 2, "tag": "a"} and est["seconds"] == pytest.approx(3.0)
+    assert est["probe_record"]["x"] == 2
+
+
+def test_a_paper_run_keeps_the_probe_of_its_estimate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(TOY.presets, "paper", TOY.presets["small"])
+    assert main(["reproduce", "toy-study", "--preset", "paper", "--out", str(tmp_path), "--workers", "1",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("estimated run time") < out.index("3 configurations: 2 done, 1 skipped")
+    assert sorted(CALLS) == [1, 2, 3]  # the probe (x = 2) ran once, in the estimate

@@ -61,13 +61,6 @@ def _step_weights(config) -> int:
     return sum(dims[i] * dims[i - 1] for i in range(1, len(dims)))
 
 
-def _median_cost_probe(cost):
-    def probe(configs):
-        ordered = sorted(configs, key=cost)
-        return ordered[len(ordered) // 2]
-    return probe
-
-
 def _prepare_cpu(configs, kernel_threads, progress, stream):
     """Compile the CPU kernels of the training studies before the progress bar starts."""
     from ..kernels.cpu import splits
@@ -466,17 +459,17 @@ def _plot_spectrum(records, out):
 WIDTH = register_study(Study(
     name="ntk-width", description="‖Θ(0) − Θ_∞‖/‖Θ_∞‖ vs width, Gaussian and orthogonal (Huang et al. Fig. 1)",
     presets=_width_presets(), run=run_width, summarize=width_summary, plot=_plot_width,
-    cost=width_cost, probe=_median_cost_probe(width_cost), format_summary=width_format))
+    cost=width_cost, format_summary=width_format))
 
 DRIFT = register_study(Study(
     name="ntk-drift", description="‖Θ(T) − Θ(0)‖/‖Θ(0)‖ and ‖ΔW_i‖/‖W_i‖ after GD vs width (Huang et al. Fig. 2)",
     presets=_drift_presets(), run=run_drift, summarize=drift_summary, plot=_plot_drift,
-    cost=drift_cost, probe=_median_cost_probe(drift_cost), prepare=_prepare_cpu,
+    cost=drift_cost, prepare=_prepare_cpu,
     format_summary=drift_format))
 
 SPECTRUM = register_study(Study(
     name="ntk-spectrum", description="λ_min, η λ_max/2 and the loss along GD of deep narrow nets "
                                      "(Theorems 4.1 and 5.1 of Hu et al.)",
     presets=_spectrum_presets(), run=run_spectrum, summarize=spectrum_summary, plot=_plot_spectrum,
-    cost=spectrum_cost, probe=_median_cost_probe(spectrum_cost), prepare=_prepare_cpu,
+    cost=spectrum_cost, prepare=_prepare_cpu,
     format_summary=spectrum_format))

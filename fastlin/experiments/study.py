@@ -12,9 +12,10 @@ any experiment that fits this shape:
   -> [paths]``, functions of the stored records only, so that
   ``fastlin plot DIR`` redraws without running anything;
 * ``cost(config)``: relative cost, for the order of work, the progress bar
-  and the run-time estimate (``probe(configs)`` names the configuration
-  whose measured time calibrates it), and optionally ``prepare`` (compile
-  kernels before the progress bar starts) and ``format_summary``.
+  and the run-time estimate (``probe(configs)`` may name the configuration
+  whose measured time calibrates it; by default the one at the
+  cost-weighted median), and optionally ``prepare`` (compile kernels before
+  the progress bar starts) and ``format_summary``.
 
 :func:`run_study` runs the configurations not yet stored, in a thread pool
 (the kernels and NumPy's BLAS release the GIL), saving each as it finishes,
@@ -425,29 +426,46 @@ def redraw(out) -> tuple[Study, dict, Path, list]:
 def estimate_seconds(study: Study, configs: list[dict], *, workers: int = 1) -> dict:
     """Run time of ``configs`` on this machine, from one measured probe and the study's cost model.
 
-    The probe (``study.probe(configs)``, default: the cheapest configuration)
-    runs once with the Numba threads each of ``workers`` workers would get;
-    seconds per cost unit times the summed cost, divided by ``workers``.
-    Rough: the cost model is a flop count, and ``workers`` threads sharing
-    the cores do not all run at full speed.
+    The probe (``study.probe(configs)``, default: the configuration at the
+    cost-weighted median) runs once with the Numba threads each of
+    ``workers`` workers would get; its seconds per cost unit times the
+    summed cost, divided by ``workers``. Rough: the cost model is a count of
+    weights and steps, and workers sharing the cores do not all run at full
+    speed. The probe is a real configuration: its record is returned
+    (``probe_record``) so that the run can store it instead of running it again.
     """
-    from .task import set_kernel_threads
-
-    probe = study.probe(configs) if study.probe is not None else min(configs, key=study.cost)
+    probe = (study.probe or cost_weighted_median(study.cost))(configs)
+    threads = max(1, default_workers() // workers)
     import numba
 
     previous = numba.get_num_threads()
-    set_kernel_threads(max(1, default_workers() // workers))
     try:
-        started = time.perf_counter()
-        study.run(dict(probe))
-        seconds = time.perf_counter() - started
+        record = run_config(study, probe, threads)
     finally:
         numba.set_num_threads(previous)
-    rate = seconds / max(study.cost(probe), 1e-300)
+    if isinstance(record, StudyFailure):
+        raise RuntimeError(f"the probe {json.dumps(probe, sort_keys=True)} of the estimate failed: {record.error}")
+    rate = record.seconds / max(study.cost(probe), 1e-300)
     total = sum(study.cost(c) for c in configs) * rate / workers
     return {"seconds": total, "configurations": len(configs), "workers": workers,
-            "probe": probe, "probe_seconds": seconds}
+            "probe": probe, "probe_seconds": record.seconds, "probe_record": record}
+
+
+def cost_weighted_median(cost: Callable[[dict], float]) -> Callable[[list], dict]:
+    """A probe chooser: the configuration below which half of the total cost lies.
+
+    Where the time goes, not the typical small configuration (whose fixed
+    costs would dominate its time).
+    """
+    def probe(configs):
+        ordered = sorted(configs, key=cost)
+        half, acc = sum(cost(c) for c in ordered) / 2, 0.0
+        for c in ordered:
+            acc += cost(c)
+            if acc >= half:
+                return c
+        return ordered[-1]
+    return probe
 
 
 def json_number(x):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .study import estimate_seconds, get_study, redraw, run_study
+from .study import StudyStore, estimate_seconds, get_study, redraw, run_study
 
 
 def _print_drawn(study, summary_path, figures, summary) -> None:
@@ -33,10 +33,12 @@ def reproduce_study(args) -> int:
             study.prepare(configs, max(1, default_workers() // workers), not args.quiet, sys.stderr)
         est = estimate_seconds(study, configs, workers=workers)
         print(f"estimated run time: {format_seconds(est['seconds'])} with {workers} worker(s) "
-              f"(from one configuration of median cost, {format_seconds(est['probe_seconds'])}, "
-              f"and the study's cost model; finished configurations are skipped)", flush=True)
+              f"(one configuration measured, {format_seconds(est['probe_seconds'])}, scaled by the "
+              f"study's cost model; rough; finished configurations are skipped)", flush=True)
         if args.estimate_only:
             return 0
+        # The probe is a configuration of the preset: keep it rather than run it again.
+        StudyStore(args.out).create().save(study.name, est["probe_record"])
     run = run_study(study, args.preset, args.out, workers=args.workers, force=args.force,
                     progress=not args.quiet, **options)
     if args.quiet:
