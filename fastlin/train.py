@@ -94,13 +94,13 @@ def get_backend(name: str):
         raise RuntimeError(f"backend {name!r} is not available on this machine: {exc}") from exc
 
 
-def _check_record(record, steps: int) -> list[int]:
+def _check_record(record, steps: int, name: str = "record") -> list[int]:
     if record is None:
         return []
     out = sorted({int(t) for t in record})
     bad = [t for t in out if t < 0 or t > steps]
     if bad:
-        raise ValueError(f"record steps must lie in [0, steps={steps}], got {bad}")
+        raise ValueError(f"{name} steps must lie in [0, steps={steps}], got {bad}")
     return out
 
 
@@ -160,7 +160,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     steps = check_steps(steps)
     _check_rtol_stop(rtol_stop)
     record_steps = _check_record(record, steps)
-    ntk_steps = _check_record(ntk, steps)
+    ntk_steps = _check_record(ntk, steps, "ntk")
     kernel = get_backend(backend)
 
     started = time.perf_counter()

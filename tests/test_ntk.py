@@ -325,9 +325,9 @@ def test_float32_training_accumulates_the_factors_in_float64(backend):
 
 def test_ntk_steps_are_validated_like_record_steps(rng):
     Ws, X, Y = random_problem(rng, [4, 3, 2], 3)
-    with pytest.raises(ValueError, match="record steps must lie in \\[0, steps=5\\]"):
+    with pytest.raises(ValueError, match="ntk steps must lie in \\[0, steps=5\\], got \\[6\\]"):
         fastlin.train(Ws, X, Y, lr=1e-3, steps=5, backend="numpy", ntk=[0, 6])
-    with pytest.raises(ValueError, match="record steps"):
+    with pytest.raises(ValueError, match="ntk steps"):
         fastlin.train(Ws, X, Y, lr=1e-3, steps=5, backend="numpy", ntk=[-1])
     result = fastlin.train(Ws, X, Y, lr=1e-3, steps=5, backend="numpy", ntk=[2, 5])
     with pytest.raises(ValueError, match="needs step 0"):
