@@ -87,6 +87,10 @@ def _run_and_plot(grid, args, figures) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    if args.figure not in ("figure1", "figure2"):  # a study: fastlin/experiments/study.py
+        from .experiments.study_cli import reproduce_study
+
+        return reproduce_study(args)
     from .experiments import default_workers, estimate_sweep_seconds, format_seconds, preset_grid
 
     grid = preset_grid(args.figure, args.preset, backend=args.backend)
@@ -117,6 +121,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from .experiments.study import SPEC_FILE
+
+    if (Path(args.dir) / SPEC_FILE).is_file():
+        from .experiments.study_cli import plot_study
+
+        return plot_study(args.dir)
     from .plots import plot_store
 
     figures = ("figure1", "figure2") if args.figure == "all" else (args.figure,)
@@ -129,6 +141,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .experiments.study import study_names
     from .kernels import BACKENDS, DEFAULT_BACKEND
 
     parser = argparse.ArgumentParser(prog="fastlin", description=__doc__)
@@ -152,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("reproduce", help="run a preset sweep of the paper and draw its figure")
-    p.add_argument("figure", choices=["figure1", "figure2"])
+    p = sub.add_parser("reproduce", help="run a preset sweep of the paper (or a study) and draw its figure")
+    p.add_argument("figure", choices=["figure1", "figure2"] + study_names(),
+                   help="a figure of Hu et al., or a study (ntk-width, ntk-drift, ntk-spectrum: the NTK "
+                        "experiments of Huang et al.)")
     p.add_argument("--preset", choices=["quick", "paper"], default="quick",
                    help="quick: 2 CPU cores, minutes; paper: the paper's grid, for a GPU")
     p.add_argument("--backend", choices=list(BACKENDS), default=None,
@@ -170,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_options(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("plot", help="redraw the figures and summary of a result store (no training)")
+    p = sub.add_parser("plot", help="redraw the figures and summary of a result store or study (no training)")
     p.add_argument("dir", help="result store directory")
     p.add_argument("--figure", choices=["figure1", "figure2", "all"], default="all")
     p.set_defaults(func=cmd_plot)

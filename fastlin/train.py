@@ -40,6 +40,8 @@ class TrainResult:
         "diverged" (first non-finite loss at step ``steps_run``).
     steps_run : GD steps actually taken.
     chains : {t: Chains} for the steps named in ``record``.
+    ntk : {t: fastlin.ntk.NTKFactors} for the steps named in ``ntk``: the
+        factors of Θ(t) = Σ_i c_i G_i ⊗ H_i, float64 whatever ``dtype``.
     """
 
     loss: np.ndarray
@@ -52,11 +54,21 @@ class TrainResult:
     dtype: str
     seconds: float
     chains: dict = field(default_factory=dict)
+    ntk: dict = field(default_factory=dict)
 
     @property
     def relative_loss(self) -> np.ndarray:
         """loss(t) / loss(0)."""
         return self.loss / self.loss[0]
+
+    def ntk_trajectory(self):
+        """Arrays (t, λ_min(Θ(t)), λ_max(Θ(t)), ‖Θ(t) − Θ(0)‖_F/‖Θ(0)‖_F) over the steps of ``ntk``.
+
+        Needs step 0 among them; see :func:`fastlin.ntk.trajectory`.
+        """
+        from .ntk import trajectory
+
+        return trajectory(self.ntk)
 
 
 def prepare(backend: str = DEFAULT_BACKEND, dtype="float64") -> float:
@@ -73,13 +85,13 @@ def prepare(backend: str = DEFAULT_BACKEND, dtype="float64") -> float:
     return time.perf_counter() - started
 
 
-def _check_record(record, steps: int) -> list[int]:
+def _check_record(record, steps: int, name: str = "record") -> list[int]:
     if record is None:
         return []
     out = sorted({int(t) for t in record})
     bad = [t for t in out if t < 0 or t > steps]
     if bad:
-        raise ValueError(f"record steps must lie in [0, steps={steps}], got {bad}")
+        raise ValueError(f"{name} steps must lie in [0, steps={steps}], got {bad}")
     return out
 
 
@@ -107,7 +119,7 @@ def _finish_history(loss: np.ndarray, t: int, status: int) -> None:
 
 
 def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol_stop=None,
-          progress=False, record=None) -> TrainResult:
+          progress=False, record=None, ntk=None) -> TrainResult:
     """Train a deep linear net f(x) = alpha W_L...W_1 x by full-batch GD.
 
     Parameters
@@ -129,12 +141,17 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
         Show a progress bar over steps.
     record : iterable of int, optional
         Steps t at which to keep the chains A_i, B_i, E (``result.chains``).
+    ntk : iterable of int, optional
+        Steps t at which to keep the factors of the NTK Θ(t)
+        (``result.ntk``; :mod:`fastlin.ntk`), computed from the chains, which
+        are not kept. Steps after a stop (convergence, divergence) are absent.
     """
     dims, dtype = check_problem(weights, X, Y, dtype)
     lr = check_lr(lr)
     steps = check_steps(steps)
     _check_rtol_stop(rtol_stop)
     record_steps = _check_record(record, steps)
+    ntk_steps = _check_record(ntk, steps, "ntk")
     kernel = load_backend(backend)
 
     started = time.perf_counter()
@@ -148,15 +165,16 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     loss = np.full(steps + 1, np.nan)
     loss[0] = state.loss0
     loss_stop = -math.inf if rtol_stop is None else rtol_stop * state.loss0
-    chains = {}
+    chains, ntk_factors = {}, {}
     t, status = 0, _initial_status(state.loss0, rtol_stop)
-    stops = record_steps + [steps]
+    stops = sorted(set(record_steps + ntk_steps)) + [steps]
     chunk = 1
     with tqdm(total=steps, disable=not progress, unit="step", desc=f"train L={len(dims) - 1}",
               leave=False) as bar:
         while status == COMPLETED:
-            if t in record_steps and t not in chains:
-                chains[t] = Chains(*kernel.chains(state))
+            if (t in record_steps and t not in chains) or (t in ntk_steps and t not in ntk_factors):
+                _record_step(kernel.chains(state), t, dims, chains if t in record_steps else None,
+                             ntk_factors if t in ntk_steps else None)
             if t == steps:
                 break
             todo = min(chunk, next(s for s in stops if s > t) - t)
@@ -170,7 +188,18 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     return TrainResult(loss=loss, weights=to_raw(kernel.weights(state), dims),
                        status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
                        backend=backend, dtype=str(dtype),
-                       seconds=time.perf_counter() - started, chains=chains)
+                       seconds=time.perf_counter() - started, chains=chains, ntk=ntk_factors)
+
+
+def _record_step(step_chains, t, dims, chains, ntk_factors) -> None:
+    """Keep the chains at step t and/or the NTK factors computed from them (float64)."""
+    if chains is not None:
+        chains[t] = Chains(*step_chains)
+    if ntk_factors is not None:
+        from .ntk import chain_factors
+
+        A, B, _ = step_chains
+        ntk_factors[t] = chain_factors(A, B, dims)
 
 
 def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rtol_stop=None,

@@ -14,7 +14,9 @@ Modules: ``grid`` (configurations, ids, TOML grids), ``store`` (atomic
 per-configuration files, tidy CSV), ``task`` (train one configuration),
 ``executors`` (threads, processes, Dask; registry for batched executors),
 ``runner`` (the resumable sweep, run-time estimate), ``presets``,
-``analysis`` (critical widths and slopes).
+``analysis`` (critical widths and slopes); ``study`` (generic resumable
+experiments of JSON configurations with array results) with the NTK studies
+of ``ntk_studies`` (``run_study("ntk-width", "quick", "results/ntk-width")``).
 """
 
 from .analysis import (SlopeFit, critical_widths, figure1_summary, fit_slope, format_summary,
@@ -25,12 +27,14 @@ from .grid import Config, Grid, GridError, LRRule, log_spaced_ints
 from .presets import FIGURES, PRESET_NAMES, preset_grid
 from .runner import SweepSummary, estimate_sweep_seconds, format_seconds, run_sweep  # noqa: F401
 from .store import ResultStore, RunRecord
+from .study import Study, StudyRecord, get_study, register_study, run_study, study_names
 from .task import RunFailure, run_config
 
 # What users call; the CLI also uses default_workers and format_seconds.
 __all__ = [
     "Config", "Executor", "FIGURES", "Grid", "GridError", "LRRule", "PRESET_NAMES", "ResultStore",
-    "RunFailure", "RunRecord", "SlopeFit", "SweepSummary", "critical_widths", "estimate_sweep_seconds",
-    "figure1_summary", "fit_slope", "format_summary", "log_spaced_ints", "make_executor", "preset_grid",
-    "register_executor", "relative_loss_at", "run_config", "run_sweep", "write_summary",
+    "RunFailure", "RunRecord", "SlopeFit", "Study", "StudyRecord", "SweepSummary", "critical_widths",
+    "estimate_sweep_seconds", "figure1_summary", "fit_slope", "format_summary", "get_study", "log_spaced_ints",
+    "make_executor", "preset_grid", "register_executor", "register_study", "relative_loss_at", "run_config",
+    "run_study", "run_sweep", "study_names", "write_summary",
 ]

@@ -145,19 +145,27 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
 
 
 def prepare_kernels(configs: list[Config], progress: bool, stream) -> None:
-    """Compile here (or load from Numba's cache) the CPU kernel of each dtype the configurations use, saying so if ``progress``.
+    """Compile here (or load from Numba's cache) the CPU kernel of each dtype the configurations use.
+
+    See :func:`prepare_cpu_kernel`.
+    """
+    for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
+        prepare_cpu_kernel(dtype, progress, stream)
+
+
+def prepare_cpu_kernel(dtype: str, progress: bool, stream) -> None:
+    """Compile the CPU kernel of ``dtype`` now (or load it from Numba's cache), saying so if ``progress``.
 
     Numba compiles it on first use and caches it; left to the first training
     run, that time would pass with its progress bar at 0 and no word why,
     and every worker would compile the same code at once.
     """
-    for dtype in sorted({c.dtype for c in configs if c.backend == "cpu"}):
-        if progress:
-            print(f"preparing the CPU kernel ({dtype}; Numba compiles it on first use and caches it) ...",
-                  end="", file=stream, flush=True)
-        seconds = prepare("cpu", dtype)
-        if progress:
-            print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
+    if progress:
+        print(f"preparing the CPU kernel ({dtype}; Numba compiles it on first use and caches it) ...",
+              end="", file=stream, flush=True)
+    seconds = prepare("cpu", dtype)
+    if progress:
+        print(f" ready in {format_seconds(seconds)}", file=stream, flush=True)
 
 
 def estimate_sweep_seconds(grid: Grid, *, workers: int = 1, probe_seconds: float | None = None,
