@@ -27,19 +27,23 @@ def start_chains(A_level, B_level, V, X, Y):
     B2. Level 0 of A2 is X^T in both halves (read by ``read_chains`` only);
     the top level of B2 is the identity in both halves (the top of every
     downward pass). The upward pass of step 0 needs Z(0)^T = (V_1 X)^T in the
-    new half of A2's level 1 and the suffix chains B_j(0) in the new halves
-    of B2. Overflow is not an error here: a net that diverges at once gets
-    a non-finite loss(0), which the driver reports as a status.
+    new half of A2's level 1 and the suffix chains B_1(0)..B_L(0) in the new
+    halves of B2 (B_0 is read by no pass: ``read_chains`` forms it). Overflow
+    is not an error here: a net that diverges at once gets a non-finite
+    loss(0), which the driver reports as a status.
     """
     L = len(V)
     n, dy = X.shape[1], Y.shape[0]
     A_level(0)[:] = np.concatenate([X.T, X.T])
-    B_level(L)[:] = np.concatenate([np.eye(dy)] * 2)
+    B = B_level(L)
+    B[:] = np.concatenate([np.eye(dy)] * 2)
     with np.errstate(over="ignore", invalid="ignore"):
         Z = V[0] @ X
         A_level(1)[n:] = Z.T
-        for j, Bj in enumerate(suffix_chain(V)):
-            B_level(j)[dy:] = Bj
+        for j in range(L - 1, 0, -1):  # B_j = B_{j+1} V_{j+1}, as reference.suffix_chain forms it
+            B_below = B_level(j)
+            np.matmul(B[dy:], V[j], out=B_below[dy:])
+            B = B_below
         f = Z
         for Vi in V[1:]:
             f = Vi @ f
