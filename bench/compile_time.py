@@ -1,6 +1,6 @@
 """Where the first use's compile time goes: Numba's compile events per function, from an empty cache.
 
-    python bench/compile_time.py [--dtype float64|float32] [--threads N] [--top 25]
+    python bench/compile_time.py [--dtype float64|float32] [--top 25]
 
 Runs ``fastlin.prepare("cpu", dtype)`` in a fresh Python process whose Numba
 cache is a new empty directory (NUMBA_CACHE_DIR), so everything compiles,
@@ -29,7 +29,7 @@ import fastlin
 from numba.core.event import install_recorder
 imported = time.perf_counter()
 with install_recorder("numba:compile") as rec:
-    fastlin.prepare("cpu", sys.argv[1], threads=int(sys.argv[2]))
+    fastlin.prepare("cpu", sys.argv[1])
 done = time.perf_counter()
 stack, rows = [], {}
 for ts, ev in rec.buffer:
@@ -50,9 +50,9 @@ print(json.dumps({"import": imported - started, "prepare": done - imported, "row
 """
 
 
-def measure(dtype: str, threads: int, cache: str) -> dict:
+def measure(dtype: str, cache: str) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-    out = subprocess.run([sys.executable, "-c", _CHILD, dtype, str(threads)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", _CHILD, dtype], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -60,18 +60,17 @@ def measure(dtype: str, threads: int, cache: str) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    parser.add_argument("--threads", type=int, default=2, help="kernel threads prepared for (default 2)")
     parser.add_argument("--top", type=int, default=25, help="rows of the table (default 25)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fastlin-numba-cache-") as cache:
         started = time.perf_counter()
-        cold = measure(args.dtype, args.threads, cache)
+        cold = measure(args.dtype, cache)
         cold_wall = time.perf_counter() - started
         started = time.perf_counter()
-        warm = measure(args.dtype, args.threads, cache)
+        warm = measure(args.dtype, cache)
         warm_wall = time.perf_counter() - started
     rows = sorted(cold["rows"].items(), key=lambda item: -item[1][2])
-    print(f"fastlin.prepare('cpu', {args.dtype!r}, threads={args.threads}) from an empty Numba cache: "
+    print(f"fastlin.prepare('cpu', {args.dtype!r}) from an empty Numba cache: "
           f"{cold['prepare']:.1f} s (process {cold_wall:.1f} s, import {cold['import']:.1f} s); "
           f"from the cache: {warm['prepare']:.2f} s (process {warm_wall:.1f} s)")
     print(f"{'function':44} {'builds':>6} {'inclusive s':>12} {'exclusive s':>12}")
