@@ -19,7 +19,8 @@ def log_spaced_steps(steps: int) -> list[int]:
 
 
 def cmd_train(args) -> int:
-    from . import init_weights, network_dims, paper_data, prepare, theorem_lr, train
+    from . import init_weights, network_dims, paper_data, prepare, train
+    from .ntk import AUTO_LR_SCALE, auto_lr
 
     X, Y = paper_data(rng=args.data_seed)
     dims = network_dims(args.depth, args.width, X.shape[0], Y.shape[0])
@@ -30,8 +31,14 @@ def cmd_train(args) -> int:
         seconds = prepare(args.backend, args.dtype)
         if not args.quiet:
             print(f" ready in {seconds:.1f} s", file=sys.stderr, flush=True)
-    lr = args.lr if args.lr is not None else args.lr_scale * theorem_lr(X, args.depth, Y.shape[0])
     weights = init_weights(dims, args.init, rng=args.seed)
+    if args.lr is not None:
+        lr = args.lr
+    else:
+        scale = AUTO_LR_SCALE if args.lr_scale is None else args.lr_scale
+        lr, lam_max = auto_lr(weights, X, scale)
+        print(f"lr = {scale:g} / λ_max(Θ(0)) = {lr:.4g}  (λ_max(Θ(0)) = {lam_max:.4g} for this net; "
+              f"GD near init is stable for lr < 2/λ_max = {2 / lam_max:.4g}; --lr or --lr-scale to change)")
     result = train(weights, X, Y, lr=lr, steps=args.steps, backend=args.backend,
                    dtype=args.dtype, progress=not args.quiet)
     print(f"depth L={args.depth}  width m={args.width}  init={args.init}  lr={lr:.4g}  "
@@ -153,11 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=["orthogonal", "gaussian"], required=True)
     p.add_argument("--steps", type=int, default=1000, help="GD steps (default 1000)")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate on the raw weights (default: --lr-scale x the Theorem 4.1 rate)")
-    p.add_argument("--lr-scale", type=float, default=0.5,
-                   help="multiple of the Theorem 4.1 rate when --lr is not given (default 0.5, as the "
-                        "presets: the theorem assumes m >= d_x, and narrower nets often diverge at "
-                        "the full rate)")
+                   help="learning rate on the raw weights (default: --lr-scale / lambda_max of the net's "
+                        "NTK at init)")
+    p.add_argument("--lr-scale", type=float, default=None,
+                   help="c in lr = c / lambda_max(Theta(0)) when --lr is not given (default 0.5: a quarter "
+                        "of the stability edge 2 / lambda_max of GD near init; must be in (0, 2))")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight init")
     p.add_argument("--data-seed", type=int, default=0, help="seed of X and W* (default 0)")
     p.add_argument("--backend", choices=list(BACKENDS), default=DEFAULT_BACKEND)

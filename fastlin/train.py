@@ -127,8 +127,11 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     weights : list of 2-D arrays
         Raw paper weights W_1..W_L (W_i of shape (d_i, d_{i-1})); not modified.
     X, Y : 2-D arrays, shapes (d_0, n) and (d_L, n).
-    lr : float
-        The paper's learning rate on the raw W_i (e.g. :func:`theorem_lr`).
+    lr : float or "auto"
+        The paper's learning rate on the raw W_i (e.g. :func:`theorem_lr`);
+        ``"auto"``: 0.5 / λ_max(Θ(0)) of these weights, a quarter of GD's
+        stability edge near init (:func:`fastlin.ntk.auto_lr`;
+        ``result.lr`` holds the rate chosen).
     steps : int
         Number of GD steps.
     backend : "cpu" (default, Numba), "numpy" (the plain reference) or "cuda".
@@ -147,11 +150,17 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
         are not kept. Steps after a stop (convergence, divergence) are absent.
     """
     dims, dtype = check_problem(weights, X, Y, dtype)
-    lr = check_lr(lr)
     steps = check_steps(steps)
     _check_rtol_stop(rtol_stop)
     record_steps = _check_record(record, steps)
     ntk_steps = _check_record(ntk, steps, "ntk")
+    if isinstance(lr, str):
+        if lr != "auto":
+            raise ValueError(f"lr must be a number or 'auto', got {lr!r}")
+        from .ntk import auto_lr
+
+        lr = auto_lr(weights, X)[0]
+    lr = check_lr(lr)
     kernel = load_backend(backend)
 
     started = time.perf_counter()

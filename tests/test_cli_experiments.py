@@ -131,7 +131,8 @@ def test_train_prints_the_relative_loss_of_the_net_it_trained(capsys, backend):
     rows = dict(line.split() for line in out.splitlines() if line.strip()[:1].isdigit())
     X, Y = fastlin.paper_data(rng=0)
     W = fastlin.init_weights(fastlin.network_dims(3, 12, 1024, 10), "gaussian", rng=3)
-    lr = 0.5 * fastlin.theorem_lr(X, 3, 10)
+    lr, lam_max = fastlin.ntk.auto_lr(W, X)
+    assert f"lr = 0.5 / λ_max(Θ(0)) = {lr:.4g}" in out and f"{2 / lam_max:.4g}" in out
     expected = fastlin.train(W, X, Y, lr=lr, steps=20, backend="numpy").relative_loss
     assert set(rows) == {"1", "2", "5", "10", "20"}
     for t, rel in rows.items():
@@ -158,3 +159,21 @@ def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, 
                  "--workers", "1", "--out", str(tmp_path / "paper")]) == 0
     assert order == [("prepare", "cpu", "float64"), "probe", "probe", ("estimate", 1)]
     assert "preparing the CPU kernel (float64" in capsys.readouterr().err
+
+
+def test_train_takes_an_explicit_rate_or_a_scale_of_the_auto_rate(capsys):
+    import fastlin
+
+    X, _ = fastlin.paper_data(rng=0)
+    W = fastlin.init_weights(fastlin.network_dims(4, 16, 1024, 10), "orthogonal", rng=0)
+    assert main(["train", "--depth", "4", "--width", "16", "--init", "orthogonal", "--steps", "3",
+                 "--backend", "numpy", "--lr-scale", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert f"lr={fastlin.ntk.auto_lr(W, X, 0.25)[0]:.4g}" in out
+    assert main(["train", "--depth", "4", "--width", "16", "--init", "orthogonal", "--steps", "3",
+                 "--backend", "numpy", "--lr", "1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "λ_max" not in out and "lr=0.0001" in out
+    assert main(["train", "--depth", "4", "--width", "16", "--init", "orthogonal", "--steps", "3",
+                 "--backend", "numpy", "--lr-scale", "2.5"]) == 2
+    assert "scale must be a number in (0, 2)" in capsys.readouterr().err

@@ -175,3 +175,35 @@ def test_explicit_dtype_converts_mixed_inputs():
     W, X, Y = good_problem()
     result = fastlin.train(W, X.astype(np.float32), Y, lr=1e-2, steps=2, dtype=np.float64)
     assert result.dtype == "float64" and result.status == "completed"
+
+
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+@pytest.mark.parametrize("width", [16, 13])
+def test_auto_lr_trains_the_nets_the_old_default_diverged_on(init, width):
+    """Depth 8, widths 16 and 13 on the paper's data: 0.5 x the Theorem 4.1 rate diverged for two of them."""
+    X, Y = fastlin.paper_data(rng=0)
+    W = fastlin.init_weights(fastlin.network_dims(8, width, 1024, 10), init, rng=0)
+    auto = fastlin.train(W, X, Y, lr="auto", steps=1000)
+    assert auto.status in ("completed", "converged") and auto.relative_loss[-1] < 1
+    lr, lam_max = fastlin.ntk.auto_lr(W, X)
+    assert auto.lr == lr == 0.5 / lam_max
+    explicit = fastlin.train(W, X, Y, lr=lr, steps=1000)
+    np.testing.assert_array_equal(explicit.loss, auto.loss)
+
+
+def test_the_old_default_diverged_where_auto_trains():
+    X, Y = fastlin.paper_data(rng=0)
+    W = fastlin.init_weights(fastlin.network_dims(8, 16, 1024, 10), "orthogonal", rng=0)
+    assert fastlin.train(W, X, Y, lr=0.5 * fastlin.theorem_lr(X, 8, 10), steps=10).status == "diverged"
+    assert fastlin.train(W, X, Y, lr="auto", steps=10).status == "completed"
+
+
+def test_auto_lr_refuses_what_it_cannot_use():
+    X, Y = fastlin.paper_data(rng=0, dx=8, n=4, dy=2)
+    W = fastlin.init_weights([8, 6, 2], "gaussian", rng=0)
+    with pytest.raises(ValueError, match="'auto'"):
+        fastlin.train(W, X, Y, lr="automatic", steps=1)
+    with pytest.raises(ValueError, match=r"scale must be a number in \(0, 2\)"):
+        fastlin.ntk.auto_lr(W, X, 2.0)
+    with pytest.raises(ValueError, match="no learning rate"):
+        fastlin.ntk.auto_lr([np.zeros_like(w) for w in W], X)
