@@ -131,10 +131,15 @@ def check_steps(steps) -> int:
     return int(steps)
 
 
+def normalize_layer(W, d_out, out) -> None:
+    """out = W / sqrt(d_out), computed in float64 and stored in out's dtype (one pass, no temporary)."""
+    np.divide(W, math.sqrt(d_out), out=out, dtype=np.float64, casting="same_kind")
+
+
 def normalize_into(weights, dims, out) -> None:
-    """out[i-1] = W_i / sqrt(d_i), computed in float64 and stored in out's dtype (one pass, no temporary)."""
+    """out[i-1] = V_i = W_i / sqrt(d_i) for every layer (``normalize_layer``)."""
     for i, (W, Vi) in enumerate(zip(weights, out), start=1):
-        np.divide(W, math.sqrt(dims[i]), out=Vi, dtype=np.float64, casting="same_kind")
+        normalize_layer(W, dims[i], Vi)
 
 
 def to_normalized(weights, dims, dtype) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .kernels import COMPLETED, CONVERGED, DEFAULT_BACKEND, DIVERGED, STATUS_NAMES, load_backend
 from .kernels.tuning import CHUNK_SECONDS
-from .model import (check_dtype, check_lr, check_problem, check_steps, layer_rates, normalize_into,
+from .model import (check_dtype, check_lr, check_problem, check_steps, layer_rates, normalize_layer,
                     to_normalized, to_raw)
 
 
@@ -164,9 +164,11 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     kernel = load_backend(backend)
 
     started = time.perf_counter()
-    if hasattr(kernel, "empty_weights"):  # normalized straight into the kernel's own layout
+    if hasattr(kernel, "empty_weights"):
+        # Normalized straight into the kernel's own layout, each layer just
+        # before the state's first pass over it reads it (still in cache).
         V = kernel.empty_weights(dims, dtype)
-        normalize_into(weights, dims, V)
+        V.fill = lambda k: normalize_layer(weights[k], dims[k + 1], V[k])
     else:
         V = to_normalized(weights, dims, dtype)
     state = kernel.init_state(V, np.ascontiguousarray(X, dtype=dtype),

@@ -20,8 +20,12 @@ def level_offsets(dims, rows) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(rows * np.asarray(dims, dtype=np.int64))]).astype(np.int64)
 
 
-def start_chains(A_level, B_level, V, X, Y):
+def start_chains(A_level, B_level, V, X, Y, fill=None):
     """Fill the chain levels for step 0 (an upward pass) and return E(0) = f(0) - Y.
+
+    ``fill(k)``, if given, is called for k = 0..L-1 just before layer k is
+    first read (the forward pass goes first, so each layer is read while it
+    is still in cache from being filled).
 
     ``A_level(j)`` and ``B_level(j)`` are writable views of level j of A2 and
     B2. Level 0 of A2 is X^T in both halves (read by ``read_chains`` only);
@@ -37,16 +41,19 @@ def start_chains(A_level, B_level, V, X, Y):
     A_level(0)[:] = np.concatenate([X.T, X.T])
     B = B_level(L)
     B[:] = np.concatenate([np.eye(dy)] * 2)
+    fill = fill or (lambda k: None)
     with np.errstate(over="ignore", invalid="ignore"):
+        fill(0)
         Z = V[0] @ X
         A_level(1)[n:] = Z.T
+        f = Z
+        for k in range(1, L):
+            fill(k)
+            f = V[k] @ f
         for j in range(L - 1, 0, -1):  # B_j = B_{j+1} V_{j+1}, as reference.suffix_chain forms it
             B_below = B_level(j)
             np.matmul(B[dy:], V[j], out=B_below[dy:])
             B = B_below
-        f = Z
-        for Vi in V[1:]:
-            f = Vi @ f
         return f - Y
 
 

@@ -113,7 +113,7 @@ class State:
         self.mode = "auto"
         self.chooser = chooser((tuple(self.dims), n, dtype.str), self.ranges)
         self.chunks_run = 0
-        self.E[:] = host.start_chains(self._A_level, self._B_level, V, X, Y)
+        self.E[:] = host.start_chains(self._A_level, self._B_level, V, X, Y, getattr(V, "fill", None))
         self.scratch.ET[0][:] = self.E.T
         self.loss0 = half_squared_norm(self.E)
         self.phase = 0
@@ -149,6 +149,7 @@ class StoredWeights(list):
 
     def __init__(self, flat, voff, dims):
         self.flat, self.voff, self.dims, self.dtype = flat, voff, np.asarray(dims, dtype=np.int64), flat.dtype
+        self.fill = None  # or a function of k that fills layer k (kernels/__init__.py)
         super().__init__(flat[voff[k]:voff[k + 1]].reshape(int(dims[k + 1]), -1)[:, :int(dims[k])]
                          for k in range(len(dims) - 1))
 
