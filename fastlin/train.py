@@ -156,7 +156,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
     ntk_steps = _check_record(ntk, steps, "ntk")
     if isinstance(lr, str):
         if lr != "auto":
-            raise ValueError(f"lr must be a number or 'auto', got {lr!r}")
+            raise TypeError(f"lr must be a number or 'auto', got {lr!r}")
         from .ntk import auto_lr
 
         lr = auto_lr(weights, X)[0]

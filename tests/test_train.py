@@ -201,7 +201,7 @@ def test_the_old_default_diverged_where_auto_trains():
 def test_auto_lr_refuses_what_it_cannot_use():
     X, Y = fastlin.paper_data(rng=0, dx=8, n=4, dy=2)
     W = fastlin.init_weights([8, 6, 2], "gaussian", rng=0)
-    with pytest.raises(ValueError, match="'auto'"):
+    with pytest.raises(TypeError, match="'auto'"):
         fastlin.train(W, X, Y, lr="automatic", steps=1)
     with pytest.raises(ValueError, match=r"scale must be a number in \(0, 2\)"):
         fastlin.ntk.auto_lr(W, X, 2.0)
