@@ -57,9 +57,10 @@ def _sweep_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def print_drawn(drawn: dict) -> None:
-    """List the files plot_store wrote, and the critical-width summary if there is one."""
+def print_drawn(drawn: dict, where) -> None:
+    """List the files plot_store wrote, the critical-width summary if there is one, and what is missing."""
     from .experiments import format_summary
+    from .experiments.integrity import format_missing
 
     for name in ("figure1", "figure2"):
         if name in drawn:
@@ -67,6 +68,8 @@ def print_drawn(drawn: dict) -> None:
     if "summary" in drawn:
         print(f"summary: {drawn['summary']}")
         print(format_summary(drawn["summary_data"]))
+    if drawn.get("missing"):
+        print(format_missing(drawn["missing"], drawn["expected"], where))
 
 
 def _run_and_plot(grid, args, figures) -> int:
@@ -82,7 +85,7 @@ def _run_and_plot(grid, args, figures) -> int:
     if summary.done + summary.skipped == 0:
         raise RuntimeError("no configuration finished; nothing to plot")
     drawn = plot_store(args.out, figures=figures)
-    print_drawn(drawn)
+    print_drawn(drawn, args.out)
     return 1 if summary.failed else 0
 
 
@@ -136,7 +139,7 @@ def cmd_plot(args) -> int:
         drawn = plot_store(args.dir, figures=figures)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
-    print_drawn(drawn)
+    print_drawn(drawn, args.dir)
     return 0
 
 

@@ -158,3 +158,42 @@ def test_the_estimate_prepares_the_cpu_kernels_of_its_probes_first(monkeypatch, 
                  "--workers", "1", "--out", str(tmp_path / "paper")]) == 0
     assert order == [("prepare", "cpu", "float64"), "probe", "probe", ("estimate", 1)]
     assert "preparing the CPU kernel (float64" in capsys.readouterr().err
+
+
+@pytest.fixture
+def png_only(monkeypatch):
+    monkeypatch.setattr("fastlin.plots.FORMATS", ("png",))
+
+
+def _store(tmp_path, grid_file, capsys):
+    out = tmp_path / "store"
+    assert main(["sweep", str(grid_file), "--out", str(out), "--workers", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    from fastlin.experiments import Grid, ResultStore
+
+    return out, ResultStore(out), Grid.from_toml(grid_file).configs()
+
+
+def test_plot_of_a_store_with_holes_names_them_and_records_them(tmp_path, grid_file, capsys, png_only):
+    out, store, configs = _store(tmp_path, grid_file, capsys)
+    removed, torn = configs[1], configs[8]
+    store.path(removed.id).unlink()
+    store.path(torn.id).write_bytes(b"\0" * 64)
+    assert main(["plot", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "incomplete: 2 of 12 configurations have no whole record (1 damaged, 1 missing)" in printed
+    assert f"gaussian L={removed.depth} m={removed.width} seed=0" in printed
+    assert f"{torn.init} L={torn.depth} m={torn.width} seed=0 (damaged)" in printed
+    summary = json.loads((out / "figure1_summary.json").read_text())
+    assert summary["runs"]["expected"] == 12 and summary["runs"]["finished"] == 10
+    assert [{k: m[k] for k in ("id", "init", "depth", "width", "seed", "problem")} for m in summary["missing"]] == [
+        {"id": c.id, "init": c.init, "depth": c.depth, "width": c.width, "seed": c.seed, "problem": p}
+        for c, p in ((removed, "missing"), (torn, "damaged"))]
+    assert (out / "figure1.png").is_file() and (out / "figure2.png").is_file()
+
+    # the same through reproduce/sweep: rerunning fills the holes and the summary says none is missing
+    assert main(["sweep", str(grid_file), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "12 configurations: 2 done, 10 skipped, 0 diverged, 0 failed, 1 damaged, rerun" in printed
+    assert "incomplete" not in printed
+    assert json.loads((out / "figure1_summary.json").read_text())["missing"] == []
