@@ -143,6 +143,17 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .experiments.check import check_directory
+
+    try:
+        report = check_directory(args.dir)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    print(report.format())
+    return 0 if report.whole else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .experiments.study import study_names
     from .kernels import BACKENDS, DEFAULT_BACKEND
@@ -192,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="result store directory")
     p.add_argument("--figure", choices=["figure1", "figure2", "all"], default="all")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("check", help="verify every record of a result store or study; exit 0 only if it is whole",
+                       description="Verify every record of a result store (sweep.json) or study (study.json): "
+                                   "it loads, matches its configuration and is finite where its status says "
+                                   "completed or converged. Prints a table of the problems; exit status 0 "
+                                   "only when every configuration has a whole record, 1 otherwise. Reads "
+                                   "only: a sweep or study run into DIR moves damaged files to "
+                                   "damaged/ and computes them again.")
+    p.add_argument("dir", help="result store or study directory")
+    p.set_defaults(func=cmd_check)
     return parser
 
 
