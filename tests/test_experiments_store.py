@@ -2,6 +2,7 @@
 
 import concurrent.futures as cf
 import csv
+import json
 import dataclasses
 import os
 import re
@@ -424,3 +425,53 @@ def test_prepare_compiles_the_one_kernel_of_a_dtype():
     with pytest.raises(ValueError, match="unknown backend"):
         fastlin.prepare("gpu")
 
+
+CONCURRENT_SWEEP = textwrap.dedent("""
+    import json, pathlib, sys, time
+    from fastlin.experiments import Grid, LRRule, run_sweep
+    out, me, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    grid = Grid.from_dict(spec)
+    ready = pathlib.Path(out).parent
+    (ready / f"ready-{me}").touch()
+    deadline = time.time() + 120
+    while len(list(ready.glob("ready-*"))) < 2 and time.time() < deadline:  # start together
+        time.sleep(0.002)
+    s = run_sweep(grid, out, workers=1, progress=False)
+    print(json.dumps({"done": s.done, "skipped": s.skipped, "failed": s.failed, "damaged": len(s.damaged)}))
+""")
+
+
+def test_two_sweeps_into_one_store_at_once_lose_and_mix_nothing(tmp_path):
+    """Two processes sweep the same grid into one store at once, racing to move the same damaged files."""
+    from fastlin.experiments.check import check_directory
+
+    grid = tiny_grid(depths=(2, 3), widths=(4, 8, 16), seeds=(0, 1), steps=1500)
+    configs = grid.configs()
+    sweep(grid, tmp_path / "clean")
+    clean = ResultStore(tmp_path / "clean")
+    out = tmp_path / "race" / "store"
+    store = ResultStore(out).create()
+    for config in configs[:8]:  # finished before: both skip them
+        store.path(config.id).write_bytes(clean.path(config.id).read_bytes())
+    damaged = {}
+    for k, config in enumerate(configs[8:12]):  # both find them damaged; one moves each aside
+        damaged[config.id] = clean.path(config.id).read_bytes()[: 50 + k]
+        store.path(config.id).write_bytes(damaged[config.id])
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_SWEEP, str(out), str(k), json.dumps(grid.to_dict())],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert all(r["failed"] == 0 and r["done"] + r["skipped"] == len(configs) for r in results)
+    assert sum(r["damaged"] for r in results) == len(damaged)  # each reported by the one that moved it
+    assert sum(r["done"] for r in results) >= len(configs) - 8  # started together: mostly both did all
+    assert check_directory(out).whole
+    assert_same_records(store, clean, grid)
+    kept = store.damaged_files()
+    assert sorted(p.read_bytes() for p in kept) == sorted(damaged.values())
+    assert not [p for p in (out, store.runs) for p in p.iterdir() if TMP_MARK in p.name]
+    with open(out / "results.csv", newline="") as fh:
+        assert {row["config_id"] for row in csv.DictReader(fh)} == {c.id for c in configs}
+    assert Grid.from_dict(json.loads((out / "sweep.json").read_text())) == grid
