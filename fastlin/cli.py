@@ -69,7 +69,7 @@ def print_drawn(drawn: dict, where) -> None:
         print(f"summary: {drawn['summary']}")
         print(format_summary(drawn["summary_data"]))
     if drawn.get("missing"):
-        print(format_missing(drawn["missing"], drawn["expected"], where))
+        print(format_missing(drawn["missing"], drawn["expected"], where, drawn.get("summary")))
 
 
 def _run_and_plot(grid, args, figures) -> int:

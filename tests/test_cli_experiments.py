@@ -262,6 +262,7 @@ def test_plot_of_a_store_with_holes_names_them_and_records_them(tmp_path, grid_f
     assert "incomplete: 2 of 12 configurations have no whole record (1 damaged, 1 missing)" in printed
     assert f"gaussian L={removed.depth} m={removed.width} seed=0" in printed
     assert f"{torn.init} L={torn.depth} m={torn.width} seed=0 (damaged)" in printed
+    assert 'figure1_summary.json lists them under "missing"' in printed
     summary = json.loads((out / "figure1_summary.json").read_text())
     assert summary["runs"]["expected"] == 12 and summary["runs"]["finished"] == 10
     assert [{k: m[k] for k in ("id", "init", "depth", "width", "seed", "problem")} for m in summary["missing"]] == [

@@ -169,6 +169,7 @@ def test_a_study_with_a_hole_names_it_when_drawn(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "incomplete: 2 of 3 configurations have no whole record (1 damaged, 1 missing)" in out
     assert '{"tag":"a","x":1}' in out and '{"tag":"a","x":3} (damaged)' in out
+    assert 'toy-study_summary.json lists them under "missing"' in out
     summary = json.loads((tmp_path / "toy-study_summary.json").read_text())
     assert summary["total"] == 2 and summary["runs"] == {"expected": 3, "finished": 1, "missing": 2}
     assert [(m["id"], m["config"], m["problem"]) for m in summary["missing"]] == [

@@ -378,13 +378,17 @@ def hole_label(entry: dict) -> str:
     return json.dumps(entry.get("config", entry["id"]), sort_keys=True, separators=(",", ":"))
 
 
-def format_missing(entries: list[dict], total: int, where) -> str:
-    """One paragraph naming the first few of ``entries`` (missing and damaged configurations) of ``total``."""
+def format_missing(entries: list[dict], total: int, where, summary=None) -> str:
+    """One paragraph naming the first few of ``entries`` (missing and damaged configurations) of ``total``.
+
+    ``summary``: the summary file that lists them all under "missing", if one was written.
+    """
     damaged = sum(e["problem"] == "damaged" for e in entries)
     named = "; ".join(f"{hole_label(e)}" + (" (damaged)" if e["problem"] == "damaged" else "")
                       for e in entries[:NAMED_HOLES])
     more = f"; and {len(entries) - NAMED_HOLES} more" if len(entries) > NAMED_HOLES else ""
+    listed = f"; {Path(summary).name} lists them under \"missing\"" if summary else ""
     return (f"incomplete: {len(entries)} of {total} configurations have no whole record ({damaged} damaged, "
-            f"{len(entries) - damaged} missing): {named}{more}. The figures and the summary leave them out "
-            f"(the summary lists them under \"missing\"); `fastlin check {where}` "
-            f"lists them all, and running the same sweep or study again computes them.")
+            f"{len(entries) - damaged} missing): {named}{more}. Nothing is drawn or computed from "
+            f"them{listed}; `fastlin check {where}` lists them all, and running the same sweep or study "
+            f"again computes them.")

@@ -14,7 +14,7 @@ def _print_drawn(study, summary_path, figures, summary, directory) -> None:
     if study.format_summary is not None:
         print(study.format_summary(summary))
     if summary.get("missing"):
-        print(format_missing(summary["missing"], summary["runs"]["expected"], directory))
+        print(format_missing(summary["missing"], summary["runs"]["expected"], directory, summary_path))
 
 
 def reproduce_study(args) -> int:
