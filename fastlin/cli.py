@@ -64,9 +64,10 @@ def _sweep_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def print_drawn(drawn: dict) -> None:
-    """List the files plot_store wrote, and the critical-width summary if there is one."""
+def print_drawn(drawn: dict, where) -> None:
+    """List the files plot_store wrote, the critical-width summary if there is one, and what is missing."""
     from .experiments import format_summary
+    from .experiments.integrity import format_missing
 
     for name in ("figure1", "figure2"):
         if name in drawn:
@@ -74,6 +75,8 @@ def print_drawn(drawn: dict) -> None:
     if "summary" in drawn:
         print(f"summary: {drawn['summary']}")
         print(format_summary(drawn["summary_data"]))
+    if drawn.get("missing"):
+        print(format_missing(drawn["missing"], drawn["expected"], where, drawn.get("summary")))
 
 
 def _run_and_plot(grid, args, figures) -> int:
@@ -89,7 +92,7 @@ def _run_and_plot(grid, args, figures) -> int:
     if summary.done + summary.skipped == 0:
         raise RuntimeError("no configuration finished; nothing to plot")
     drawn = plot_store(args.out, figures=figures)
-    print_drawn(drawn)
+    print_drawn(drawn, args.out)
     return 1 if summary.failed else 0
 
 
@@ -143,8 +146,19 @@ def cmd_plot(args) -> int:
         drawn = plot_store(args.dir, figures=figures)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
-    print_drawn(drawn)
+    print_drawn(drawn, args.dir)
     return 0
+
+
+def cmd_check(args) -> int:
+    from .experiments.check import check_directory
+
+    try:
+        report = check_directory(args.dir)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    print(report.format())
+    return 0 if report.whole else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="result store directory")
     p.add_argument("--figure", choices=["figure1", "figure2", "all"], default="all")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("check", help="verify every record of a result store or study; exit 0 only if it is whole",
+                       description="Verify every record of a result store (sweep.json) or study (study.json): "
+                                   "it loads, matches its configuration and is finite where its status says "
+                                   "completed or converged. Prints a table of the problems; exit status 0 "
+                                   "only when every configuration has a whole record, 1 otherwise. Reads "
+                                   "only: a sweep or study run into DIR moves damaged files to "
+                                   "damaged/ and computes them again.")
+    p.add_argument("dir", help="result store or study directory")
+    p.set_defaults(func=cmd_check)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Figures of the NTK studies (:mod:`fastlin.experiments.ntk_studies`), drawn from stored records only.
 
 Built on matplotlib's object API with the Agg canvas, as :mod:`fastlin.plots`;
-saved as PNG and PDF. Gaussian nets are drawn solid, orthogonal nets dashed;
+saved as PNG and PDF, each file atomically. Gaussian nets are drawn solid, orthogonal nets dashed;
 medians over seeds, with the range over seeds shaded where there are several.
 """
 
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from .plots import save_figure
 
 FORMATS = ("png", "pdf")
 INIT_STYLES = {"gaussian": "-", "orthogonal": "--"}
@@ -28,15 +29,8 @@ LOSS_AXIS_FLOOR = 1e-12
 
 
 def _save(fig: Figure, stem) -> list[Path]:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    paths = []
-    for ext in FORMATS:
-        path = stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    return paths
+    """Write ``fig`` in each of FORMATS, atomically (:func:`fastlin.plots.save_figure`)."""
+    return save_figure(fig, stem, FORMATS)
 
 
 def _colours(values):

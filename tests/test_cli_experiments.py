@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from fastlin.cli import main
@@ -177,3 +179,119 @@ def test_train_takes_an_explicit_rate_or_a_scale_of_the_auto_rate(capsys):
     assert main(["train", "--depth", "4", "--width", "16", "--init", "orthogonal", "--steps", "3",
                  "--backend", "numpy", "--lr-scale", "2.5"]) == 2
     assert "scale must be a number in (0, 2)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def png_only(monkeypatch):
+    monkeypatch.setattr("fastlin.plots.FORMATS", ("png",))
+
+
+def _store(tmp_path, grid_file, capsys):
+    out = tmp_path / "store"
+    assert main(["sweep", str(grid_file), "--out", str(out), "--workers", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    from fastlin.experiments import Grid, ResultStore
+
+    return out, ResultStore(out), Grid.from_toml(grid_file).configs()
+
+
+DAMAGES = {
+    "truncated": lambda store, c, other: store.path(c.id).write_bytes(store.path(c.id).read_bytes()[:100]),
+    "zero-byte": lambda store, c, other: store.path(c.id).write_bytes(b""),
+    "random-bytes": lambda store, c, other: store.path(c.id).write_bytes(bytes(range(256)) * 8),
+    "other-config": lambda store, c, other: store.path(c.id).write_bytes(store.path(other.id).read_bytes()),
+    "missing": lambda store, c, other: store.path(c.id).unlink(),
+}
+REPORTED = {"truncated": "damaged .* unreadable: BadZipFile", "zero-byte": "damaged .* unreadable: EOFError",
+            "random-bytes": "damaged .* unreadable", "other-config": "damaged .* mismatch: holds configuration",
+            "missing": "missing .* no record file"}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_check_is_0_on_a_whole_store_and_names_each_damaged_file(tmp_path, grid_file, capsys, damage, png_only):
+    import re
+
+    out, store, configs = _store(tmp_path, grid_file, capsys)
+    assert main(["check", str(out)]) == 0
+    assert "whole: 12 of 12 configurations have a whole record" in capsys.readouterr().out
+    victim = configs[3]
+    DAMAGES[damage](store, victim, configs[0])
+    assert main(["check", str(out)]) == 1
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if f"runs/{victim.id}.npz" in line)
+    assert re.match(REPORTED[damage], row), row
+    assert f"{victim.init} L={victim.depth} m={victim.width} seed={victim.seed}" in row
+    assert "NOT whole: 11 of 12 configurations" in printed
+    # check reads only; the next sweep moves the file aside, recomputes it, and the store is whole again
+    assert main(["sweep", str(grid_file), "--out", str(out), "--quiet"]) == 0
+    assert ("1 damaged, rerun" in capsys.readouterr().out) == (damage != "missing")
+    assert main(["check", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "whole: 12 of 12" in printed
+    assert ("1 damaged file(s) kept aside in runs/damaged/" in printed) == (damage != "missing")
+
+
+def test_check_finds_records_that_load_but_are_wrong(tmp_path, grid_file, capsys, png_only):
+    import dataclasses
+
+    import numpy as np
+
+    out, store, configs = _store(tmp_path, grid_file, capsys)
+    record = store.read(configs[5].id)
+    store.save(dataclasses.replace(record, loss=record.loss[:-1]))
+    nan = record.loss.copy()
+    nan[7] = np.nan
+    record_b = store.read(configs[6].id)
+    assert record_b.status == "completed"
+    store.save(dataclasses.replace(record_b, loss=nan))
+    assert main(["check", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"runs/{configs[5].id}.npz" in printed and "loss history is float64 of shape (40,)" in printed
+    assert f"runs/{configs[6].id}.npz" in printed and "not finite: status 'completed' but loss(7) = nan" in printed
+
+
+def test_check_of_a_directory_that_is_neither(tmp_path, capsys):
+    assert main(["check", str(tmp_path)]) == 2
+    assert "neither a fastlin result store (no sweep.json) nor a study (no study.json)" in capsys.readouterr().err
+
+
+def test_check_of_a_study(tmp_path, capsys):
+    from fastlin.experiments import study as st
+
+    study = st.register_study(st.Study(
+        name="check-toy", description="", presets={"small": lambda: [{"x": x} for x in (1, 2)]},
+        run=lambda c: {"y": np.arange(c["x"])}, summarize=lambda records: {}, plot=lambda records, out: []))
+    st.run_study(study, "small", tmp_path, progress=False)
+    assert main(["check", str(tmp_path)]) == 0
+    assert "study check-toy, preset small (study.json), 2 configurations" in capsys.readouterr().out
+    victim = st.StudyStore(tmp_path).path(st.config_id("check-toy", {"x": 2}))
+    victim.write_bytes(victim.read_bytes()[:40])
+    assert main(["check", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged  records/{victim.name}" in printed and '{"x":2}' in printed
+
+
+def test_plot_of_a_store_with_holes_names_them_and_records_them(tmp_path, grid_file, capsys, png_only):
+    out, store, configs = _store(tmp_path, grid_file, capsys)
+    removed, torn = configs[1], configs[8]
+    store.path(removed.id).unlink()
+    store.path(torn.id).write_bytes(b"\0" * 64)
+    assert main(["plot", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "incomplete: 2 of 12 configurations have no whole record (1 damaged, 1 missing)" in printed
+    assert f"gaussian L={removed.depth} m={removed.width} seed=0" in printed
+    assert f"{torn.init} L={torn.depth} m={torn.width} seed=0 (damaged)" in printed
+    assert 'figure1_summary.json lists them under "missing"' in printed
+    summary = json.loads((out / "figure1_summary.json").read_text())
+    assert summary["runs"]["expected"] == 12 and summary["runs"]["finished"] == 10
+    assert [{k: m[k] for k in ("id", "init", "depth", "width", "seed", "problem")} for m in summary["missing"]] == [
+        {"id": c.id, "init": c.init, "depth": c.depth, "width": c.width, "seed": c.seed, "problem": p}
+        for c, p in ((removed, "missing"), (torn, "damaged"))]
+    assert (out / "figure1.png").is_file() and (out / "figure2.png").is_file()
+
+    # the same through reproduce/sweep: rerunning fills the holes and the summary says none is missing
+    assert main(["sweep", str(grid_file), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "12 configurations: 2 done, 10 skipped, 0 diverged, 0 failed, 1 damaged, rerun" in printed
+    assert "incomplete" not in printed
+    assert json.loads((out / "figure1_summary.json").read_text())["missing"] == []

@@ -1,5 +1,10 @@
 """Executors: threads, processes and a Dask LocalCluster give identical results; the registry."""
 
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -109,3 +114,42 @@ def test_gpu_batch_executor_needs_its_backend():
     assert EXECUTORS["gpu"] is BatchExecutor
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         BatchExecutor(backend="tpu")
+
+
+def test_dask_sweep_survives_a_worker_killed_while_it_runs_a_task(tmp_path):
+    """kill -9 of a LocalCluster worker process in the middle of a configuration: the sweep completes, whole."""
+    pytest.importorskip("distributed")
+    from fastlin.experiments.check import check_directory
+    from fastlin.experiments.executors import DaskExecutor
+
+    # About half a second per configuration (NumPy backend, no compile), so tasks are running when the kill comes.
+    grid = Grid(inits=("gaussian", "orthogonal"), depths=(2, 3), widths=(4, 6), seeds=(0,), steps=20_000,
+                dx=12, n=6, dy=3, lr=LRRule("theorem", 0.5), backend="numpy")
+    executor = DaskExecutor(workers=2)
+    killed = {}
+
+    def executing(dask_worker):
+        return os.getpid(), len(dask_worker.state.executing)
+
+    def kill_a_busy_worker():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            client = executor._client
+            try:
+                busy = [pid for pid, running in client.run(executing).values() if running] if client else []
+            except Exception:  # noqa: BLE001 - the cluster is still starting
+                busy = []
+            if busy:
+                os.kill(busy[0], signal.SIGKILL)
+                killed["pid"] = busy[0]
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer.start()
+    summary = run_sweep(grid, tmp_path / "dask", executor=executor, progress=False)
+    killer.join(timeout=5)
+    assert killed, "no worker was seen running a task"
+    assert (summary.done, summary.failed) == (len(grid.configs()), 0), summary.failures
+    assert check_directory(tmp_path / "dask").whole
+    expected = {c.id: run_config(c).loss for c in grid.configs()}
+    assert_same(losses(tmp_path / "dask", grid), expected)

@@ -61,6 +61,61 @@ def test_figure1_marks_missing_configurations_and_still_draws(tmp_path, grid, pn
     assert all(p.exists() for p in paths)
 
 
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """The Figure objects the figure functions would save, instead of files."""
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, stem, formats=None: figures.append(fig) or [])
+    return figures
+
+
+def _legend_texts(fig):
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_figure1_hatches_the_cells_of_missing_configurations(tmp_path, drawn_figures):
+    grid = Grid(depths=(2, 4), widths=(4, 8, 16), seeds=(0, 1), steps=STEPS, readout_steps=(10, STEPS))
+    store = make_store(tmp_path, grid)
+    whole_cell = [c for c in grid.configs() if (c.init, c.depth, c.width) == ("gaussian", 4, 16)]
+    half_cell = [c for c in grid.configs() if (c.init, c.depth, c.width, c.seed) == ("orthogonal", 2, 8, 1)]
+    for c in whole_cell + half_cell:
+        store.path(c.id).unlink()
+    plots.figure1(grid, store.load_grid(grid), tmp_path / "f1")
+    (fig,) = drawn_figures
+    hatched = {}
+    for ax in fig.axes:
+        for p in ax.patches:
+            if p.get_hatch():
+                x, y = p.get_xy()
+                cell = (ax.get_title().split()[0].lower(), round(10 ** (y + p.get_height() / 2)),
+                        round(10 ** (x + p.get_width() / 2)))
+                hatched[cell] = p.get_facecolor()[3]  # opaque white: no seed has a value
+    assert hatched == {("gaussian", 4, 16): 1.0, ("orthogonal", 2, 8): 0.0}
+    assert "missing record (3 configurations)" in _legend_texts(fig)
+    assert "3 of 24 configurations have no record" in fig.get_suptitle()
+
+    plots.figure1(grid, make_store(tmp_path / "whole", grid).load_grid(grid), tmp_path / "f1")
+    whole = drawn_figures[-1]
+    assert not [p for ax in whole.axes for p in ax.patches if p.get_hatch()]
+    assert not any("missing" in t for t in _legend_texts(whole)) and "no record" not in whole.get_suptitle()
+
+
+def test_figure2_circles_and_names_missing_curves(tmp_path, drawn_figures):
+    grid = Grid(depths=(2, 4, 8), widths=(4, 8), seeds=(0,), steps=STEPS)
+    store = make_store(tmp_path, grid)
+    gone = next(c for c in grid.configs() if (c.init, c.depth, c.width) == ("orthogonal", 4, 8))
+    store.path(gone.id).unlink()
+    plots.figure2(grid, store.load_grid(grid), tmp_path / "f2")
+    (fig,) = drawn_figures
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title().startswith("depth")}
+    circles = {title: [ln for ln in ax.lines if ln.get_marker() == "o"] for title, ax in panels.items()}
+    assert [len(v) for v in circles.values()] == [0, 1, 0]
+    assert list(circles["depth L = 4"][0].get_xydata()[0]) == [1.0, 1.0]
+    texts = [t.get_text() for t in panels["depth L = 4"].texts]
+    assert texts == ["missing record:\northogonal m=8 seed 0"]
+    assert "missing record (1 curves)" in _legend_texts(fig)
+
+
 def test_heatmap_values():
     table = {("gaussian", 2, 4): 1e-3, ("gaussian", 2, 8): math.inf, ("gaussian", 4, 8): 0.0,
              ("orthogonal", 2, 4): 0.5}

@@ -54,7 +54,8 @@ def test_run_stores_records_that_round_trip_and_reruns_skip_them(tmp_path):
     run = st.run_study("toy-study", "small", tmp_path, workers=2, progress=False)
     assert (run.done, run.skipped, run.failed) == (3, 0, 0)
     assert sorted(CALLS) == [1, 2, 3]
-    assert run.summary["total"] == 6 and run.summary["runs"] == {"expected": 3, "finished": 3}
+    assert run.summary["total"] == 6 and run.summary["runs"] == {"expected": 3, "finished": 3, "missing": 0}
+    assert run.summary["missing"] == []
     assert json.loads((tmp_path / "toy-study_summary.json").read_text())["total"] == 6
     assert (tmp_path / "toy.txt").read_text() == "1,2,3"
     spec = json.loads((tmp_path / "study.json").read_text())
@@ -116,19 +117,64 @@ def test_bad_names_presets_and_configurations_are_clear_errors(tmp_path):
         st.redraw(tmp_path)
 
 
-def test_unreadable_and_leftover_files_are_rerun_and_removed(tmp_path):
-    st.run_study(TOY, "small", tmp_path, progress=False)
-    store = st.StudyStore(tmp_path)
-    victim = store.path(st.config_id("toy-study", {"x": 2, "tag": "a"}))
-    victim.write_bytes(b"torn")
+DAMAGES = {
+    "truncated": lambda good, other: good[:100],
+    "zero-byte": lambda good, other: b"",
+    "random-bytes": lambda good, other: np.random.default_rng(7).bytes(len(good)),
+    "other-config": lambda good, other: other,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_record_is_moved_aside_reported_and_recomputed(tmp_path, damage, capsys):
+    st.run_study(TOY, "small", tmp_path / "clean", progress=False)
+    out = tmp_path / "damaged"
+    st.run_study(TOY, "small", out, progress=False)
+    store = st.StudyStore(out)
+    victim_config = {"x": 2, "tag": "a"}
+    victim = store.path(st.config_id("toy-study", victim_config))
+    other = store.path(st.config_id("toy-study", {"x": 3, "tag": "a"})).read_bytes()
+    bad = DAMAGES[damage](victim.read_bytes(), other)
+    victim.write_bytes(bad)
     leftover = store.records / f"abc.npz{st.TMP_MARK}999999999-deadbeef"
     leftover.write_bytes(b"partial")
     CALLS.clear()
-    with pytest.warns(UserWarning, match="ignoring unreadable study record"):
-        run = st.run_study(TOY, "small", tmp_path, progress=False, force=False)
-    # the torn file counts as finished (it exists) but loads as missing: the summary says so
-    assert run.summary["runs"]["finished"] == 2
+    capsys.readouterr()
+    run = st.run_study(TOY, "small", out, progress=False)
+    assert CALLS == [2] and (run.done, run.skipped) == (1, 2)
+    assert [d.record_id for d in run.damaged] == [victim.stem]
+    assert ", 1 damaged, rerun in" in run.line()
+    assert f"damaged: {victim}" in capsys.readouterr().err
+    kept = store.damaged_files()
+    assert len(kept) == 1 and kept[0].read_bytes() == bad and kept[0].name.startswith(victim.stem)
+    assert run.summary["runs"]["finished"] == 3 and run.summary["missing"] == []
     assert not leftover.exists()
+    clean = st.StudyStore(tmp_path / "clean").load_configs("toy-study", TOY.configs("small"))
+    again = store.load_configs("toy-study", TOY.configs("small"))
+    assert len(again) == 3
+    for a, b in zip(clean, again):
+        assert a.config == b.config and a.values.keys() == b.values.keys()
+        assert a["square"].tobytes() == b["square"].tobytes() and a["name"] == b["name"]
+
+
+def test_a_study_with_a_hole_names_it_when_drawn(tmp_path, capsys):
+    st.run_study(TOY, "small", tmp_path, progress=False)
+    store = st.StudyStore(tmp_path)
+    gone = st.config_id("toy-study", {"x": 1, "tag": "a"})
+    store.path(gone).unlink()
+    torn = store.path(st.config_id("toy-study", {"x": 3, "tag": "a"}))
+    torn.write_bytes(torn.read_bytes()[:50])
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "incomplete: 2 of 3 configurations have no whole record (1 damaged, 1 missing)" in out
+    assert '{"tag":"a","x":1}' in out and '{"tag":"a","x":3} (damaged)' in out
+    assert 'toy-study_summary.json lists them under "missing"' in out
+    summary = json.loads((tmp_path / "toy-study_summary.json").read_text())
+    assert summary["total"] == 2 and summary["runs"] == {"expected": 3, "finished": 1, "missing": 2}
+    assert [(m["id"], m["config"], m["problem"]) for m in summary["missing"]] == [
+        (gone, {"x": 1, "tag": "a"}, "missing"), (torn.stem, {"x": 3, "tag": "a"}, "damaged")]
+    assert torn.exists()  # drawing reads only; the next run moves it aside
 
 
 def test_fastlin_plot_redraws_a_study_directory(tmp_path, capsys):

@@ -11,7 +11,9 @@ Typical use::
     print(figure1_summary(grid, records)["slope"])
 
 Modules: ``grid`` (configurations, ids, TOML grids), ``store`` (atomic
-per-configuration files, tidy CSV), ``task`` (train one configuration),
+per-configuration files, tidy CSV), ``integrity`` (what both stores share:
+atomic writes, checked reads, damaged files moved aside, several writers at
+once), ``check`` (``fastlin check DIR``), ``task`` (train one configuration),
 ``executors`` (threads, processes, Dask; registry for batched executors),
 ``runner`` (the resumable sweep, run-time estimate), ``presets``,
 ``analysis`` (critical widths and slopes); ``study`` (generic resumable

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .grid import Grid
-from .store import RunRecord, atomic_write_bytes
+from .store import RunRecord, atomic_write_bytes, hole_fields
 
 
 def relative_loss_at(records: list[RunRecord], step: int) -> dict:
@@ -83,13 +83,27 @@ def _json_number(x):
     return None if x is None or not math.isfinite(x) else x
 
 
+def grid_holes(grid: Grid, records: list[RunRecord]) -> list:
+    """The configurations of ``grid`` (in grid order) without a record in ``records``."""
+    present = {r.config.id for r in records}
+    return [c for c in grid.configs() if c.id not in present]
+
+
 def figure1_summary(grid: Grid, records: list[RunRecord], step: int | None = None,
-                    threshold: float | None = None) -> dict:
+                    threshold: float | None = None, missing: list | None = None) -> dict:
     """The numbers behind Figure 1: critical widths, slopes and fit sizes per init.
 
     ``step`` defaults to the grid's last read-out step, ``threshold`` to the
     grid's. Slopes at every read-out step are also given (``by_step``).
+    ``missing`` lists the configurations of the grid without a whole record
+    (entries {"id", "init", "depth", "width", "seed", "problem", "detail"},
+    as :func:`~fastlin.experiments.integrity.missing_entries` gives); by
+    default those absent from ``records``. A critical width next to a
+    missing configuration may be off: the summary says so by listing it.
     """
+    if missing is None:
+        missing = [{"id": c.id, **hole_fields(c), "problem": "missing", "detail": "no record"}
+                   for c in grid_holes(grid, records)]
     step = grid.readout_steps[-1] if step is None else step
     threshold = grid.threshold if threshold is None else threshold
 
@@ -123,7 +137,9 @@ def figure1_summary(grid: Grid, records: list[RunRecord], step: int | None = Non
                  "readout_steps": list(grid.readout_steps),
                  "lr": grid.lr.describe(), "dtype": grid.dtype,
                  "data": {"seed": grid.data_seed, "dx": grid.dx, "n": grid.n, "dy": grid.dy}},
-        "runs": {"expected": len(grid.configs()), "finished": len(records), **dict(statuses)},
+        "runs": {"expected": len(grid.configs()), "finished": len(records), "missing": len(missing),
+                 **dict(statuses)},
+        "missing": list(missing),
     }
 
 

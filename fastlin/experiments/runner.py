@@ -1,8 +1,12 @@
 """Run a sweep: skip finished configurations, run the rest, store each as it finishes.
 
-:func:`run_sweep` is resumable: a configuration whose result file exists is
-skipped (``force=True`` recomputes it), results are saved one by one as they
-arrive, so an interrupted sweep loses at most the configurations in flight.
+:func:`run_sweep` is resumable: a configuration whose result file is whole
+(it loads and matches the configuration) is skipped (``force=True``
+recomputes it); a damaged one is moved to ``runs/damaged/``, reported and
+computed again. Results are saved one by one as they arrive, so an
+interrupted sweep loses at most the configurations in flight; two sweeps
+into one store at once may compute a configuration twice but lose or mix
+none (:mod:`.integrity`).
 A diverged configuration is a stored result like any other; a configuration
 that raises is reported in the summary, not stored (the next run retries it),
 and never stops the sweep.
@@ -49,6 +53,7 @@ class SweepSummary:
     skipped: int = 0
     diverged: int = 0
     failures: list = field(default_factory=list)
+    damaged: list = field(default_factory=list)  # integrity.Damage: moved aside, then rerun
     seconds: float = 0.0
 
     @property
@@ -56,8 +61,9 @@ class SweepSummary:
         return len(self.failures)
 
     def line(self) -> str:
+        rerun = f", {len(self.damaged)} damaged, rerun" if self.damaged else ""
         return (f"{self.total} configurations: {self.done} done, {self.skipped} skipped, "
-                f"{self.diverged} diverged, {self.failed} failed in {format_seconds(self.seconds)} "
+                f"{self.diverged} diverged, {self.failed} failed{rerun} in {format_seconds(self.seconds)} "
                 f"-> {self.out}")
 
 
@@ -71,17 +77,19 @@ def format_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def pending_configs(grid: Grid, store: ResultStore, force: bool = False) -> tuple[list, int]:
-    """(configurations to run, largest first; number skipped as finished)."""
+def pending_configs(grid: Grid, store: ResultStore, force: bool = False) -> tuple[list, int, list]:
+    """(configurations to run, largest first; number skipped as finished; damaged files moved aside).
+
+    Finished means whole (:meth:`ResultStore.check`); every damaged file is
+    moved to ``runs/damaged/`` (with ``force`` too, so that no file is
+    overwritten unseen) and its configuration is run again.
+    """
     configs = grid.configs()
-    if force:
-        todo = configs
-    else:
-        finished = store.finished_ids()
-        todo = [c for c in configs if c.id not in finished]
+    inventory = store.grid_inventory(grid, quarantine=True)
+    todo = configs if force else [c for c in configs if c.id not in inventory.records]
     # Largest first: the pool never ends waiting on one big straggler.
     todo.sort(key=config_cost, reverse=True)
-    return todo, len(configs) - len(todo)
+    return todo, len(configs) - len(todo), inventory.damaged
 
 
 def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers: int | None = None,
@@ -109,8 +117,10 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
     store = ResultStore(out).create()
     store.remove_stale_temporaries()
     store.save_grid(grid)
-    todo, skipped = pending_configs(grid, store, force)
-    summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped)
+    todo, skipped, damaged = pending_configs(grid, store, force)
+    summary = SweepSummary(out=store.root, total=skipped + len(todo), skipped=skipped, damaged=damaged)
+    for d in damaged:
+        print(f"damaged: {d.path} ({d.reason}); moved to {d.moved_to}, rerun", file=sys.stderr)
     if todo:
         if runner.local:  # remote Dask workers compile for themselves
             prepare_kernels(todo, progress, stream or sys.stderr)
@@ -134,7 +144,8 @@ def run_sweep(grid: Grid, out, *, executor: str | Executor = "threads", workers:
                                         f"{summary.diverged} diverged, {summary.failed} failed")
         finally:
             bar.close()
-    store.write_table(store.load_grid(grid), steps=grid.readout_steps)
+    with store.lock():  # of two sweeps into this store, the table written last is read last
+        store.write_table(store.load_grid(grid), steps=grid.readout_steps)
     summary.seconds = time.perf_counter() - started
     for failure in summary.failures:
         print(f"failed: {failure.config.init} L={failure.config.depth} m={failure.config.width} "

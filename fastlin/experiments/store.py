@@ -4,6 +4,7 @@ Layout of a store directory::
 
     DIR/sweep.json          the grid of the last sweep run into DIR (figures read it)
     DIR/runs/<id>.npz       one finished configuration (id = Config.id)
+    DIR/runs/damaged/       damaged record files moved aside (kept, with a .reason each)
     DIR/results.csv         tidy table of all runs, rebuilt from runs/ after each sweep
 
 Each ``runs/<id>.npz`` holds ``loss``, the full float64 history loss(t) for
@@ -18,6 +19,14 @@ disk and renamed over its final name (``os.replace`` is atomic on POSIX), so
 a run killed at any moment (kill -9) leaves either the old complete file or
 the new complete file, never a torn one; a leftover temporary file is ignored
 and removed by the next sweep.
+
+A configuration counts as finished only if its file loads and matches it
+(:meth:`ResultStore.check`): a file damaged after the fact (a full disk, a
+bad copy or sync) is moved to ``runs/damaged/`` by the next sweep, which
+computes the configuration again; figures and ``fastlin check`` name what
+is missing or damaged (:meth:`ResultStore.grid_inventory`). The shared
+machinery, and what several writers at once can and cannot do, is in
+:mod:`.integrity`.
 """
 
 from __future__ import annotations
@@ -25,19 +34,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import socket
+import math
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..kernels import STATUS_NAMES
 from .grid import Config, Grid
+from .integrity import (TMP_MARK, DamagedRecord, Inventory, RecordFiles, atomic_write_bytes,  # noqa: F401
+                        hostname)
 
-TMP_MARK = ".tmp-"
+STATUSES = tuple(STATUS_NAMES.values())
 
 
 @dataclass
@@ -75,68 +85,24 @@ class RunRecord:
                    backend=meta["backend"], host=meta.get("host", ""))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always absent, old or complete.
-
-    The bytes go to a temporary file in the same directory (same file
-    system, so the rename is atomic), are fsynced, then renamed over ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable (best effort: not every platform allows it)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class ResultStore:
+class ResultStore(RecordFiles):
     """A directory of finished configurations (see the module docstring)."""
 
     def __init__(self, root):
         self.root = Path(root)
-        self.runs = self.root / "runs"
+        self.runs = self.directory = self.root / "runs"
 
     def create(self) -> "ResultStore":
         self.runs.mkdir(parents=True, exist_ok=True)
         return self
 
-    def path(self, config_id: str) -> Path:
-        return self.runs / f"{config_id}.npz"
-
     def has(self, config_id: str) -> bool:
+        """Whether a file is stored for ``config_id`` (not whether it is whole: see :meth:`read`)."""
         return self.path(config_id).is_file()
 
     def finished_ids(self) -> set[str]:
-        if not self.runs.is_dir():
-            return set()
-        return {p.name[:-4] for p in self.runs.iterdir()
-                if p.name.endswith(".npz") and TMP_MARK not in p.name}
+        """Ids of the record files present, unchecked (:meth:`inventory` checks them)."""
+        return self.record_ids()
 
     def save(self, record: RunRecord) -> Path:
         """Write one record atomically; returns its path."""
@@ -147,21 +113,53 @@ class ResultStore:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
+    def check(self, meta: dict, arrays: dict, record_id: str, expected: Config | None = None) -> RunRecord:
+        """The RunRecord of a file filed as ``record_id``, or DamagedRecord saying what does not match.
+
+        Whole means: its configuration's id is ``record_id`` (and, given
+        ``expected``, its configuration is that one); the loss history is
+        float64 of length steps + 1; the status is one of "completed",
+        "converged", "diverged"; 0 <= steps_run <= steps; and a completed or
+        converged run's history is finite.
+        """
+        record = RunRecord.from_meta(meta, np.asarray(arrays["loss"]))
+        c = record.config
+        if c.id != record_id or meta.get("id") != record_id:
+            raise DamagedRecord(f"mismatch: holds configuration {c.id} ({c.init} L={c.depth} m={c.width} "
+                                f"seed={c.seed}), not {record_id}")
+        if expected is not None and c != expected:
+            raise DamagedRecord(f"mismatch: its configuration differs from the grid's: {c.to_dict()}")
+        loss = record.loss
+        if loss.dtype != np.float64 or loss.shape != (c.steps + 1,):
+            raise DamagedRecord(f"mismatch: loss history is {loss.dtype} of shape {loss.shape}, "
+                                f"expected float64 of shape ({c.steps + 1},) (steps + 1)")
+        if record.status not in STATUSES:
+            raise DamagedRecord(f"malformed: status {record.status!r} is not one of {', '.join(STATUSES)}")
+        if not isinstance(record.steps_run, int) or not 0 <= record.steps_run <= c.steps:
+            raise DamagedRecord(f"malformed: steps_run {record.steps_run!r} is not in [0, {c.steps}]")
+        if record.status != "diverged" and not np.isfinite(loss).all():
+            t = int(np.flatnonzero(~np.isfinite(loss))[0])
+            raise DamagedRecord(f"not finite: status {record.status!r} but loss({t}) = {loss[t]}")
+        if not math.isfinite(record.lr):
+            raise DamagedRecord(f"malformed: learning rate {record.lr!r}")
+        return record
+
     def load(self, config_id: str) -> RunRecord | None:
-        """The record of ``config_id``, or None if absent or unreadable (then it is rerun)."""
-        path = self.path(config_id)
+        """The record of ``config_id`` if it is whole; None if absent or damaged (then a sweep reruns it).
+
+        A damaged file is named in a warning; :meth:`inventory` (used by
+        sweeps, figures and ``fastlin check``) says which and why.
+        """
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                loss = np.array(npz["loss"], dtype=np.float64)
-                meta = json.loads(str(npz["meta"]))
-            return RunRecord.from_meta(meta, loss)
+            return self.read(config_id)
         except FileNotFoundError:
             return None
-        except Exception as exc:  # noqa: BLE001 - any unreadable file means "not finished"
-            warnings.warn(f"ignoring unreadable result file {path}: {exc}", stacklevel=2)
+        except DamagedRecord as exc:
+            warnings.warn(f"ignoring damaged result file {self.path(config_id)}: {exc}", stacklevel=2)
             return None
 
     def load_all(self) -> list[RunRecord]:
+        """Every whole record in ``runs/``, in id order (damaged files are left out, with a warning)."""
         out = []
         for config_id in sorted(self.finished_ids()):
             record = self.load(config_id)
@@ -169,32 +167,16 @@ class ResultStore:
                 out.append(record)
         return out
 
-    def load_grid(self, grid: Grid) -> list[RunRecord]:
-        """The finished records of ``grid``'s configurations (missing ones left out)."""
-        out = []
-        for config in grid.configs():
-            record = self.load(config.id)
-            if record is not None:
-                out.append(record)
-        return out
+    def grid_inventory(self, grid: Grid, *, quarantine: bool = False) -> Inventory:
+        """:meth:`inventory` of ``grid``'s configurations: whole records, absent and damaged ids."""
+        return self.inventory({c.id: c for c in grid.configs()}, quarantine=quarantine)
 
-    def remove_stale_temporaries(self) -> int:
-        """Delete temporary files left by writers that no longer run; return how many."""
-        removed = 0
-        if not self.runs.is_dir():
-            return 0
-        for directory in (self.root, self.runs):
-            for p in directory.iterdir():
-                if TMP_MARK not in p.name:
-                    continue
-                try:
-                    pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
-                except ValueError:
-                    continue
-                if pid != os.getpid() and not _pid_alive(pid):
-                    p.unlink(missing_ok=True)
-                    removed += 1
-        return removed
+    def load_grid(self, grid: Grid) -> list[RunRecord]:
+        """The whole records of ``grid``'s configurations (missing and damaged ones left out).
+
+        To learn which are left out, use :meth:`grid_inventory`.
+        """
+        return list(self.grid_inventory(grid).records.values())
 
     # The grid of the last sweep, so that `fastlin plot DIR` knows what to draw.
 
@@ -237,6 +219,11 @@ class ResultStore:
         return path
 
 
+def hole_fields(config: Config) -> dict:
+    """What names a sweep configuration in lists of missing ones: init, depth, width, seed."""
+    return {"init": config.init, "depth": config.depth, "width": config.width, "seed": config.seed}
+
+
 def _record_order(r: RunRecord):
     c = r.config
     return (c.init, c.depth, c.width, c.seed, c.steps, c.id)
@@ -251,6 +238,3 @@ def table_steps(steps: int, extra=()) -> list[int]:
     out.update(t for t in extra if 0 <= t <= steps)
     return sorted(out)
 
-
-def hostname() -> str:
-    return socket.gethostname()

@@ -24,13 +24,18 @@ then writes the summary and the figures. Layout of an output directory::
     DIR/study.json            the study's name, preset and configurations
     DIR/records/<id>.npz      one finished configuration (id: hash of the study
                               name and the configuration's canonical JSON)
+    DIR/records/damaged/      damaged record files moved aside (kept, with a .reason each)
     DIR/<name>_summary.json   summarize(records)
     DIR/<name>*.png, *.pdf    plot(records, DIR)
 
 Each record file holds the arrays under their names and ``meta``, a JSON
 string with the configuration, the scalars, the wall time and the host; it
-is written atomically (:func:`~fastlin.experiments.store.atomic_write_bytes`),
-so an interrupted study loses at most the configurations in flight.
+is written atomically (:func:`~fastlin.experiments.integrity.atomic_write_bytes`),
+so an interrupted study loses at most the configurations in flight. As in
+the sweep store (:mod:`.integrity`, shared by both), a record counts only if
+it loads and matches its configuration: a damaged one is moved to
+``records/damaged/`` and run again, and the summary lists the
+configurations without a whole record under ``missing``.
 """
 
 from __future__ import annotations
@@ -42,10 +47,10 @@ import io
 import json
 import math
 import numbers
-import os
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -54,7 +59,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .executors import default_workers
-from .store import TMP_MARK, atomic_write_bytes, hostname
+from .integrity import (TMP_MARK, DamagedRecord, Inventory, RecordFiles, atomic_write_bytes,  # noqa: F401
+                        hostname, missing_entries)
 
 # Modules that define the built-in studies; each registers its studies on import.
 BUILTIN_STUDY_MODULES = ("fastlin.experiments.ntk_studies",)
@@ -119,6 +125,7 @@ class StudyRun:
     done: int = 0
     skipped: int = 0
     failures: list = field(default_factory=list)
+    damaged: list = field(default_factory=list)  # integrity.Damage: moved aside, then rerun
     seconds: float = 0.0
     summary: dict = field(default_factory=dict)
     summary_path: Path | None = None
@@ -131,8 +138,9 @@ class StudyRun:
     def line(self) -> str:
         from .runner import format_seconds
 
+        rerun = f", {len(self.damaged)} damaged, rerun" if self.damaged else ""
         return (f"{self.total} configurations: {self.done} done, {self.skipped} skipped, "
-                f"{self.failed} failed in {format_seconds(self.seconds)} -> {self.out}")
+                f"{self.failed} failed{rerun} in {format_seconds(self.seconds)} -> {self.out}")
 
 
 # -- registry ----------------------------------------------------------------------------
@@ -212,25 +220,20 @@ def _split_values(values: dict) -> tuple[dict, dict]:
     return arrays, scalars
 
 
-class StudyStore:
+class StudyStore(RecordFiles):
     """A study's output directory (see the module docstring)."""
 
     def __init__(self, root):
         self.root = Path(root)
-        self.records = self.root / RECORDS_DIR
+        self.records = self.directory = self.root / RECORDS_DIR
 
     def create(self) -> "StudyStore":
         self.records.mkdir(parents=True, exist_ok=True)
         return self
 
-    def path(self, record_id: str) -> Path:
-        return self.records / f"{record_id}.npz"
-
     def finished_ids(self) -> set[str]:
-        if not self.records.is_dir():
-            return set()
-        return {p.name[:-4] for p in self.records.iterdir()
-                if p.name.endswith(".npz") and TMP_MARK not in p.name}
+        """Ids of the record files present, unchecked (:meth:`inventory` checks them)."""
+        return self.record_ids()
 
     def save(self, study_name: str, record: StudyRecord) -> Path:
         arrays, scalars = _split_values(record.values)
@@ -243,31 +246,43 @@ class StudyStore:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
+    def check(self, meta: dict, arrays: dict, record_id: str, expected: dict | None = None) -> StudyRecord:
+        """The StudyRecord of a file filed as ``record_id``, or DamagedRecord saying what does not match.
+
+        Whole means: the id of its study name and configuration is
+        ``record_id`` and, given ``expected``, its configuration equals it.
+        """
+        config = meta["config"]
+        held = config_id(meta["study"], config)
+        if held != record_id:
+            raise DamagedRecord(f"mismatch: holds configuration {held} of study {meta['study']!r} "
+                                f"({json.dumps(config, sort_keys=True)}), not {record_id}")
+        if expected is not None and config != expected:
+            raise DamagedRecord(f"mismatch: its configuration {json.dumps(config, sort_keys=True)} "
+                                f"differs from the study's")
+        scalars = meta["scalars"]
+        if not isinstance(scalars, dict) or set(scalars) & set(arrays):
+            raise DamagedRecord("malformed: scalars are not a table of names apart from the arrays")
+        return StudyRecord(config=config, values={**arrays, **scalars}, seconds=float(meta["seconds"]),
+                           host=meta.get("host", ""))
+
     def load(self, record_id: str) -> StudyRecord | None:
-        """The record ``record_id``, or None if absent or unreadable (then it is rerun)."""
-        path = self.path(record_id)
+        """The record ``record_id`` if it is whole; None if absent or damaged (then it is rerun)."""
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                meta = json.loads(str(npz["meta"]))
-                arrays = {key: np.array(npz[key]) for key in npz.files if key != "meta"}
+            return self.read(record_id)
         except FileNotFoundError:
             return None
-        except Exception as exc:  # noqa: BLE001 - any unreadable file means "not finished"
-            import warnings
-
-            warnings.warn(f"ignoring unreadable study record {path}: {exc}", stacklevel=2)
+        except DamagedRecord as exc:
+            warnings.warn(f"ignoring damaged study record {self.path(record_id)}: {exc}", stacklevel=2)
             return None
-        return StudyRecord(config=meta["config"], values={**arrays, **meta["scalars"]},
-                           seconds=meta["seconds"], host=meta.get("host", ""))
+
+    def configs_inventory(self, study_name: str, configs: list[dict], *, quarantine: bool = False) -> Inventory:
+        """:meth:`inventory` of ``configs``: whole records, absent and damaged ids."""
+        return self.inventory({config_id(study_name, c): c for c in configs}, quarantine=quarantine)
 
     def load_configs(self, study_name: str, configs: list[dict]) -> list[StudyRecord]:
-        """The stored records of ``configs``, in their order (missing ones left out)."""
-        out = []
-        for config in configs:
-            record = self.load(config_id(study_name, config))
-            if record is not None:
-                out.append(record)
-        return out
+        """The whole records of ``configs``, in their order (missing and damaged ones left out)."""
+        return list(self.configs_inventory(study_name, configs).records.values())
 
     def save_spec(self, study: Study, preset: str, configs: list[dict]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -282,34 +297,6 @@ class StudyStore:
                                     f"run `fastlin reproduce <study>` into it first")
         spec = json.loads(path.read_text())
         return spec["study"], spec["preset"], spec["configs"]
-
-    def remove_stale_temporaries(self) -> int:
-        """Delete temporary files of writers that no longer run; return how many."""
-        removed = 0
-        for directory in (self.root, self.records):
-            if not directory.is_dir():
-                continue
-            for p in directory.iterdir():
-                if TMP_MARK not in p.name:
-                    continue
-                try:
-                    pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
-                except ValueError:
-                    continue
-                if pid != os.getpid() and not _pid_alive(pid):
-                    p.unlink(missing_ok=True)
-                    removed += 1
-        return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- running -------------------------------------------------------------------------------
@@ -335,6 +322,9 @@ def run_study(study: Study | str, preset: str, out, *, workers: int | None = Non
               progress: bool = True, stream=None, **options) -> StudyRun:
     """Run the configurations of ``study``'s ``preset`` not yet stored in ``out``, then summarize and plot.
 
+    A stored record counts only if it is whole (it loads, and its study and
+    configuration are the ones it is filed under); a damaged one is moved to
+    ``records/damaged/``, reported (``StudyRun.damaged``) and run again.
     ``workers`` threads run configurations at once (default: all cores), each
     with its share of the cores for Numba kernels; ``force`` reruns stored
     ones; ``options`` go to the preset (e.g. ``backend=``). A configuration
@@ -352,11 +342,14 @@ def run_study(study: Study | str, preset: str, out, *, workers: int | None = Non
     store = StudyStore(out).create()
     store.remove_stale_temporaries()
     store.save_spec(study, preset, configs)
-    finished = set() if force else store.finished_ids()
-    todo = [c for c in configs if config_id(study.name, c) not in finished]
+    inventory = store.configs_inventory(study.name, configs, quarantine=True)
+    todo = configs if force else [c for c in configs if config_id(study.name, c) not in inventory.records]
     todo.sort(key=study.cost, reverse=True)  # largest first: no straggler at the end
-    summary = StudyRun(out=store.root, total=len(configs), skipped=len(configs) - len(todo))
+    summary = StudyRun(out=store.root, total=len(configs), skipped=len(configs) - len(todo),
+                       damaged=inventory.damaged)
     stream = stream or sys.stderr
+    for d in inventory.damaged:
+        print(f"damaged: {d.path} ({d.reason}); moved to {d.moved_to}, rerun", file=sys.stderr)
     if todo:
         if study.prepare is not None:
             study.prepare(todo, progress, stream)
@@ -395,11 +388,15 @@ def run_study(study: Study | str, preset: str, out, *, workers: int | None = Non
 
 
 def _draw(study: Study, store: StudyStore, configs: list[dict]):
+    """(summary, its path, figures) of the whole records of ``configs``; the others listed under "missing"."""
     from .analysis import write_summary
 
-    records = store.load_configs(study.name, configs)
+    inventory = store.configs_inventory(study.name, configs)
+    records = list(inventory.records.values())
+    missing = missing_entries(inventory, lambda config: {"config": config})
     data = study.summarize(records)
-    data = {**data, "runs": {"expected": len(configs), "finished": len(records)}}
+    data = {**data, "runs": {"expected": len(configs), "finished": len(records), "missing": len(missing)},
+            "missing": missing}
     path = write_summary(data, store.root / f"{study.name}_summary.json")
     figures = list(study.plot(records, store.root))
     return data, path, figures
@@ -413,8 +410,7 @@ def redraw(out) -> tuple[Study, dict, Path, list]:
     store = StudyStore(out)
     name, _, configs = store.load_spec()
     study = get_study(name)
-    records = store.load_configs(study.name, configs)
-    if not records:
+    if not store.configs_inventory(study.name, configs).records:
         raise ValueError(f"{store.root} holds no finished configuration of {name!r}")
     summary, path, figures = _draw(study, store, configs)
     return study, summary, path, figures

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 
+from .integrity import format_missing
 from .study import StudyStore, estimate_seconds, get_study, redraw, run_study
 
 
-def _print_drawn(study, summary_path, figures, summary) -> None:
+def _print_drawn(study, summary_path, figures, summary, directory) -> None:
     print(f"{study.name}: " + ", ".join(str(p) for p in figures))
     print(f"summary: {summary_path}")
     if study.format_summary is not None:
         print(study.format_summary(summary))
+    if summary.get("missing"):
+        print(format_missing(summary["missing"], summary["runs"]["expected"], directory, summary_path))
 
 
 def reproduce_study(args) -> int:
@@ -45,12 +48,12 @@ def reproduce_study(args) -> int:
         print(run.line())
     if run.done + run.skipped == 0:
         raise RuntimeError("no configuration finished; nothing to plot")
-    _print_drawn(study, run.summary_path, run.figures, run.summary)
+    _print_drawn(study, run.summary_path, run.figures, run.summary, args.out)
     return 1 if run.failed else 0
 
 
 def plot_study(directory) -> int:
     """Redraw the summary and figures of the study stored in ``directory``."""
     study, summary, path, figures = redraw(directory)
-    _print_drawn(study, path, figures, summary)
+    _print_drawn(study, path, figures, summary, directory)
     return 0
