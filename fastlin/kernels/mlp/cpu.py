@@ -1,0 +1,501 @@
+"""Numba CPU backend for nonlinear chains: two sweeps per step, all steps of a chunk compiled.
+
+A step t, from the forward of batch t (h_i^T kept for every level, delta_L
+of the objective at the top):
+
+* downward sweep, i = L..1: each W_i is visited once, in column strips
+  (TILE_VECTORS vectors wide) and, within a strip, blocks of ROW_BLOCK rows;
+  each block first gives its rows' terms of g = W_i^T delta_i (with the old
+  weights), then is updated W_i <- W_i - lr delta_i h_{i-1}^T while it is
+  still in L1. So every weight is read from memory once and written once.
+  Then b_i <- b_i - lr delta_i 1 and delta_{i-1} = phi'(z_{i-1}) * g,
+  phi' written through h (elementwise.slope). Layer 1 skips g.
+* batch t+1 is drawn (batches.py, the generator every backend shares) and
+  its columns gathered into h_0;
+* upward sweep, i = 1..L: z_i = W_i h_{i-1} + b_i in row tiles, the bias
+  and phi applied to each tile's rows while they are in L1, h_i stored
+  both as rows (the next layer's input) and transposed (for the update of
+  the next downward sweep); at the top softmax (or the residual), the loss
+  of each sample and delta_L in one pass over the samples.
+
+All three products are register tiles (tiles.py). Layout: samples as
+columns for the forward (z_i, h_i: d_i x B, the tiles' vectors run over
+samples), samples as rows for the rest (h_i^T, delta_i^T, g^T: B x d_i, the
+vectors run over a layer's columns), W_i row-major. Every width and the
+batch are padded to whole vectors (LINE_BYTES) with zeros that stay zero:
+padded weights, biases and inputs are 0, phi(0) = 0 for every activation,
+and delta is 0 on padded outputs and samples, so their updates are 0.
+
+Threads: each product is split into tiles (row tiles going up, column
+strips going down), each computed whole by one thread with the same
+arithmetic; no sum is split among threads, so the results do not depend on
+the number of threads. The top pass, the bias sums and the draws run on one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..options import parallel, serial
+from ..simd import LINE_BYTES
+from . import COMPLETED, CROSS_ENTROPY, DIVERGED, RELU, TANH, Setup
+from ..sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
+from ..threads import chooser
+from .batches import draw_batch, seed_state
+from .elementwise import activate, slope, tanh
+from .tiles import TILE_ROWS, TILE_VECTORS, tile_row
+
+# Rows of W_i per block of the downward visit: a block of one strip
+# (64 x 32 float64 = 16 KiB) stays in L1 between the backward product and
+# the update that follows it.
+ROW_BLOCK = 64
+# Samples per block of the upward sweep: a block of h_{i-1} (256 x 128
+# float64 = 256 KiB) stays in L2 while every row tile of W_i passes over it.
+# (Without blocks, at full batch each row tile streamed all of h_{i-1} from
+# L3: 24 against 38 GFLOP/s per core.)
+FORWARD_SAMPLES = 128
+
+
+class Net(NamedTuple):
+    """Weights and biases, flat and padded: W_k at woff[k] is (pdims[k+1], pdims[k]); b_k at boff[k]."""
+
+    W: np.ndarray
+    woff: np.ndarray
+    b: np.ndarray
+    boff: np.ndarray
+    dims: np.ndarray
+    pdims: np.ndarray
+
+
+class Buffers(NamedTuple):
+    """Activations and deltas of one batch of ``columns`` (padded B) samples.
+
+    HT: h_k^T for k = 0..L-1, (columns x pdims[k]) at hoff[k]. H0: the
+    batch's inputs as columns (pdims[0] x columns); Ha, Hb: the forward's
+    outputs as columns, in turn. delta[0], delta[1]: delta_i^T and the next
+    layer's W^T delta in turn (columns x pdims). bias_sum: delta_i 1, in float64 (the
+    sum cancels: in float32 its rounding, relative to the sum, grew to 4e-4).
+    """
+
+    HT: np.ndarray
+    hoff: np.ndarray
+    H0: np.ndarray
+    Ha: np.ndarray
+    Hb: np.ndarray
+    delta: np.ndarray
+    bias_sum: np.ndarray
+
+
+class Data(NamedTuple):
+    """Samples as rows: XT (n x pdims[0], padded), YT (n x d_L); the batch generator's perm and state."""
+
+    XT: np.ndarray
+    YT: np.ndarray
+    perm: np.ndarray
+    rng: np.ndarray
+    per_sample: np.ndarray
+
+
+class Run(NamedTuple):
+    """Setup as the compiled loop takes it: codes, lr in the weights' dtype, B and its padded size."""
+
+    activation: int
+    loss: int
+    lr: float
+    batch: int
+    columns: int
+    minibatch: bool
+    train_biases: bool
+
+
+@serial
+def _round_up(x, unit):
+    return (x + unit - 1) // unit * unit
+
+
+@serial
+def _share(units, t, T):
+    """Thread t's contiguous share [u0, u1) of ``units`` work units."""
+    return units * t // T, units * (t + 1) // T
+
+
+@serial
+def _gather(net, bufs, data, count, Bp, H0, keep):
+    """h_0 = the columns perm[:count] of X, into H0 (as columns of Bp) and, if ``keep``, h_0^T."""
+    p0 = net.pdims[0]
+    HT0 = bufs.HT[bufs.hoff[0]:bufs.hoff[1]]
+    for j in range(count):
+        x = data.XT[data.perm[j]]
+        for c in range(p0):
+            H0[c * Bp + j] = x[c]
+        if keep:
+            HT0[j * p0:(j + 1) * p0] = x
+
+
+@serial
+def _activate_row(row, bias, act):
+    """row <- phi(row + bias); one loop per activation, so that each is vectorized."""
+    if act == TANH:
+        for j in range(row.size):
+            row[j] = tanh(row[j] + bias)
+    elif act == RELU:
+        for j in range(row.size):
+            row[j] = activate(row[j] + bias, RELU)
+    else:
+        for j in range(row.size):
+            row[j] = row[j] + bias
+
+
+@serial
+def _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1):
+    """Units [u0, u1) of z_{k+1} = W_{k+1} h_k + b; a unit is 4 rows x a block of FORWARD_SAMPLES samples.
+
+    Each unit: the product (a row of register tiles), then, while its rows
+    are in L1, the bias and phi (not at the top) and, if ``keep``, h^T.
+    Units run block by block, so a block of h_k stays in L2 over all rows.
+    """
+    pi, po = net.pdims[k], net.pdims[k + 1]
+    lanes = LINE_BYTES // H_in.itemsize
+    top = k == net.dims.size - 2
+    tiles = po // TILE_ROWS
+    HT = bufs.HT[bufs.hoff[k + 1]:] if keep and not top else bufs.HT[:0]
+    for u in range(u0, u1):
+        j0 = u // tiles * FORWARD_SAMPLES
+        r = u % tiles * TILE_ROWS
+        width = min(FORWARD_SAMPLES, Bp - j0)
+        tile_row(net.W, net.woff[k] + r * pi, 1, pi, H_in, j0, Bp, net.dims[k], H_out, r * Bp + j0, Bp,
+                 False, np.float64(0.0), width // lanes)
+        for q in range(r, r + TILE_ROWS):
+            row = H_out[q * Bp + j0:q * Bp + j0 + width]
+            bias = net.b[net.boff[k] + q]
+            if top:
+                for j in range(width):
+                    row[j] += bias
+            else:
+                _activate_row(row, bias, run.activation)
+                if keep:
+                    for j in range(width):
+                        HT[(j0 + j) * po + q] = row[j]
+
+
+@serial
+def _forward_sweep(t, T, flags, epoch, net, bufs, run, H0, Bp, keep):
+    """The upward sweep over all layers, thread t's units of each, a barrier after each layer; returns (f, epoch)."""
+    L = net.dims.size - 1
+    blocks = (Bp + FORWARD_SAMPLES - 1) // FORWARD_SAMPLES
+    H_out = bufs.Ha
+    for k in range(L):
+        H_in = H0 if k == 0 else (bufs.Ha if k % 2 == 1 else bufs.Hb)
+        H_out = bufs.Ha if k % 2 == 0 else bufs.Hb
+        u0, u1 = _share(blocks * (net.pdims[k + 1] // TILE_ROWS), t, T)
+        _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1)
+        epoch = barrier(flags, t, T, epoch)
+    return H_out, epoch
+
+
+@serial
+def _loss_and_delta(net, data, run, F, DT):
+    """Mean loss of the batch from f = F (d_L rows of ``columns``), and delta_L^T = dl/df^T into DT."""
+    L = net.dims.size - 1
+    dL, pL, Bp, B = net.dims[L], net.pdims[L], run.columns, run.batch
+    DT[:Bp * pL] = 0
+    for j in range(B):
+        y = data.YT[data.perm[j]]
+        delta = DT[j * pL:j * pL + dL]
+        if run.loss == CROSS_ENTROPY:
+            top = np.float64(F[j])
+            for i in range(1, dL):
+                if F[i * Bp + j] > top:
+                    top = F[i * Bp + j]
+            total = 0.0
+            for i in range(dL):
+                total += math.exp(F[i * Bp + j] - top)
+            lse = top + math.log(total)
+            fy = 0.0
+            for i in range(dL):
+                fy += y[i] * F[i * Bp + j]
+                delta[i] = (math.exp(F[i * Bp + j] - lse) - y[i]) / B
+            data.per_sample[j] = lse - fy
+        else:
+            total = 0.0
+            for i in range(dL):
+                e = np.float64(F[i * Bp + j]) - y[i]
+                total += e * e
+                delta[i] = e / B
+            data.per_sample[j] = 0.5 * total
+    total = 0.0
+    for j in range(B):  # in order: the same sum on every thread count
+        total += data.per_sample[j]
+    return total / B
+
+
+@serial
+def _down_strip(net, bufs, run, k, DT, GT, backprop, strip):
+    """One column strip of W_{k+1}: g^T = delta^T W (if ``backprop``) and W -= lr delta h_k^T, block by block.
+
+    Then, the strip's columns of g being complete, delta_k^T = phi'(z_k^T) * g^T
+    on them in place (zero on the rows after the batch's samples).
+    """
+    pi, po, do = net.pdims[k], net.pdims[k + 1], net.dims[k + 1]
+    lanes = LINE_BYTES // net.W.itemsize
+    c = strip * TILE_VECTORS * lanes
+    vectors = min(TILE_VECTORS, (pi - c) // lanes)
+    w0, h0 = net.woff[k], bufs.hoff[k]
+    samples = _round_up(run.batch, TILE_ROWS)
+    rows = _round_up(do, TILE_ROWS)
+    for rb in range(0, do, ROW_BLOCK):
+        if backprop:
+            for j in range(0, samples, TILE_ROWS):
+                tile_row(DT, j * po + rb, 1, po, net.W, w0 + rb * pi + c, pi, min(rb + ROW_BLOCK, do) - rb,
+                         GT, j * pi + c, pi, rb > 0, np.float64(1.0), vectors)
+        for r in range(rb, min(rb + ROW_BLOCK, rows), TILE_ROWS):
+            tile_row(DT, r, po, 1, bufs.HT, h0 + c, pi, run.batch, net.W, w0 + r * pi + c, pi,
+                     True, -np.float64(run.lr), vectors)
+    if backprop:
+        width = vectors * lanes
+        for j in range(run.columns):
+            g = GT[j * pi + c:j * pi + c + width]
+            if j >= run.batch:
+                g[:] = 0
+                continue
+            h = bufs.HT[h0 + j * pi + c:h0 + j * pi + c + width]
+            if run.activation == TANH:
+                for i in range(width):
+                    g[i] = g[i] * (1 - h[i] * h[i])
+            else:
+                for i in range(width):
+                    g[i] = g[i] * slope(h[i], run.activation)
+
+
+@serial
+def _update_bias(net, bufs, run, k, DT, r0, r1):
+    """b_{k+1}[r0:r1] -= lr sum_j delta_j[r0:r1] (delta^T's columns summed over the batch's samples)."""
+    po = net.pdims[k + 1]
+    acc = bufs.bias_sum[r0:r1]
+    acc[:] = 0
+    for j in range(run.batch):
+        row = DT[j * po + r0:j * po + r1]
+        for r in range(r1 - r0):
+            acc[r] += row[r]
+    b = net.b[net.boff[k] + r0:net.boff[k] + r1]
+    for r in range(r1 - r0):
+        b[r] -= run.lr * acc[r]
+
+
+@serial
+def _run_thread(t, T, flags, net, bufs, data, run, loss_out, shared, result, start):
+    """Thread t of T: up to loss_out.size steps (module docstring), barriers between the layers.
+
+    ``start``: the first step only draws, gathers and goes up (loss(0)).
+    Every thread reads the same loss after the top's barrier, so all stop
+    together. result = [steps done, status].
+    """
+    L = net.dims.size - 1
+    lanes = LINE_BYTES // net.W.itemsize
+    epoch = 0
+    for step in range(loss_out.size):
+        if not (start and step == 0):
+            for k in range(L - 1, -1, -1):
+                DT = bufs.delta[(L - 1 - k) % 2]
+                GT = bufs.delta[(L - k) % 2]
+                s0, s1 = _share((net.pdims[k] + TILE_VECTORS * lanes - 1) // (TILE_VECTORS * lanes), t, T)
+                for s in range(s0, s1):
+                    _down_strip(net, bufs, run, k, DT, GT, k > 0, s)
+                if run.train_biases:
+                    r0, r1 = _share(net.dims[k + 1], t, T)
+                    _update_bias(net, bufs, run, k, DT, r0, r1)
+                epoch = barrier(flags, t, T, epoch)
+        if t == 0 and (run.minibatch or (start and step == 0)):
+            if run.minibatch:
+                draw_batch(data.rng, data.perm, run.batch)
+            _gather(net, bufs, data, run.batch, run.columns, bufs.H0, True)
+        epoch = barrier(flags, t, T, epoch)
+        F, epoch = _forward_sweep(t, T, flags, epoch, net, bufs, run, bufs.H0, run.columns, True)
+        if t == 0:
+            shared[0] = _loss_and_delta(net, data, run, F, bufs.delta[0])
+            loss_out[step] = shared[0]
+        epoch = barrier(flags, t, T, epoch)
+        if not math.isfinite(shared[0]):
+            result[0] = step + 1
+            result[1] = DIVERGED
+            return
+    result[0] = loss_out.size
+    result[1] = COMPLETED
+
+
+@serial
+def _count_thread(t, T, flags, net, bufs, data, run, H0, labels, shared):
+    """Thread t's part of the accuracy count (``accuracy``): chunks of ``columns`` samples, forward, argmax."""
+    L = net.dims.size - 1
+    n, Bp, dL = labels.size, run.columns, net.dims[L]
+    epoch = 0
+    for j0 in range(0, n, Bp):
+        count = min(Bp, n - j0)
+        if t == 0:
+            for j in range(count):
+                data.perm[j] = j0 + j
+            _gather(net, bufs, data, count, Bp, H0, False)
+        epoch = barrier(flags, t, T, epoch)
+        F, epoch = _forward_sweep(t, T, flags, epoch, net, bufs, run, H0, Bp, False)
+        if t == 0:
+            for j in range(count):
+                best = 0
+                for i in range(1, dL):
+                    if F[i * Bp + j] > F[best * Bp + j]:
+                        best = i
+                shared[0] += best == labels[j0 + j]
+        epoch = barrier(flags, t, T, epoch)
+
+
+@parallel
+def _run_chunk(T, flags, net, bufs, data, run, loss_out, shared, result, start):
+    """T threads in one parallel region for the whole chunk (``_run_thread``); result[0] = -1 if they did not all run at once."""
+    for t in prange(T):
+        if join(flags, t, T, JOIN_POLLS):
+            _run_thread(t, T, flags, net, bufs, data, run, loss_out, shared, result, start)
+        else:
+            result[0] = -1
+
+
+@parallel
+def _count_correct(T, flags, net, bufs, data, run, H0, labels, shared):
+    """``_count_thread`` on T threads; shared[1] = -1 if they did not all run at once."""
+    for t in prange(T):
+        if join(flags, t, T, JOIN_POLLS):
+            _count_thread(t, T, flags, net, bufs, data, run, H0, labels, shared)
+        else:
+            shared[1] = -1
+
+
+def _aligned_zeros(size, dtype):
+    """Zeros whose first element starts a cache line, so that every vector the tiles load is one line."""
+    dtype = np.dtype(dtype)
+    buf = np.zeros(size + LINE_BYTES // dtype.itemsize, dtype=dtype)
+    start = (-buf.ctypes.data % LINE_BYTES) // dtype.itemsize
+    return buf[start:start + size]
+
+
+def _offsets(sizes):
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+class State:
+    """Padded flat weights, the buffers of one batch and the data as rows (module docstring)."""
+
+    def __init__(self, weights, biases, X, Y, setup: Setup):
+        dtype = X.dtype
+        lanes = LINE_BYTES // dtype.itemsize
+        self.dims = np.array([X.shape[0]] + [W.shape[0] for W in weights], dtype=np.int64)
+        pdims = -(-self.dims // lanes) * lanes
+        n = X.shape[1]
+        batch = setup.batch_size or n
+        columns = -(-batch // lanes) * lanes
+        woff = _offsets(pdims[1:] * pdims[:-1])
+        boff = _offsets(pdims[1:])
+        self.net = Net(_aligned_zeros(woff[-1], dtype), woff, _aligned_zeros(boff[-1], dtype), boff,
+                       self.dims, pdims)
+        for k, (W, b) in enumerate(zip(weights, biases)):
+            self._layer(k)[:W.shape[0], :W.shape[1]] = W
+            self.net.b[boff[k]:boff[k] + b.size] = b
+        hoff = _offsets(columns * pdims[:-1])
+        widest = int(pdims.max())
+        self.bufs = Buffers(_aligned_zeros(hoff[-1], dtype), hoff, _aligned_zeros(pdims[0] * columns, dtype),
+                            _aligned_zeros(widest * columns, dtype), _aligned_zeros(widest * columns, dtype),
+                            _aligned_zeros(2 * widest * columns, dtype).reshape(2, -1),
+                            _aligned_zeros(widest, np.float64))
+        XT = _aligned_zeros(n * pdims[0], dtype).reshape(n, pdims[0])
+        XT[:, :X.shape[0]] = X.T
+        self.data = Data(XT, np.ascontiguousarray(Y.T), np.arange(n, dtype=np.int64), seed_state(setup.seed),
+                         np.zeros(columns))
+        self.run = Run(setup.activation, setup.loss, dtype.type(setup.lr), batch, columns,
+                       setup.batch_size != 0, bool(setup.train_biases))
+        self.result = np.zeros(2, dtype=np.int64)
+        self.shared = np.zeros(2)
+        self.flags = np.zeros((numba.config.NUMBA_NUM_THREADS + 2) * FLAG_STRIDE, dtype=np.int64)
+        # One thread or all for the next chunk, by timing (threads.py): on a
+        # shared machine all threads can be slower than one, as every barrier
+        # waits for the slowest. Never more after they did not all run at once.
+        self.shape_key = ("mlp", tuple(int(d) for d in self.dims), batch, dtype.str)
+        self.one_thread = False
+        self.chunks_run = 0
+        loss = np.empty(1)
+        self._chunk(loss, True)
+        self.loss0 = float(loss[0])
+
+    def _layer(self, k):
+        net = self.net
+        return net.W[net.woff[k]:net.woff[k + 1]].reshape(net.pdims[k + 1], net.pdims[k])
+
+    def threads(self) -> int:
+        """Threads for the next chunk: 1 or all that Numba may use now (the chooser's pick)."""
+        T = numba.get_num_threads()
+        if self.one_thread or T == 1:
+            return 1
+        return chooser(self.shape_key, T).next()
+
+    def _chunk(self, loss_out, start):
+        T = self.threads()
+        tick = time.perf_counter()
+        if T > 1:
+            self.flags[:] = 0
+            _run_chunk(T, self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared,
+                       self.result, start)
+            if self.result[0] < 0:
+                self.one_thread = True  # the threads did not all run at once: one thread from now on
+                T = 1
+        if T == 1:
+            _run_thread(0, 1, self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared,
+                        self.result, start)
+        # The first chunks of a state are not timed: cores that idled while it
+        # was built run the next tens of milliseconds slower (bench/cores.py).
+        if self.chunks_run > 1 and self.result[0] > 0:
+            chooser(self.shape_key, numba.get_num_threads()).record(T, (time.perf_counter() - tick) / self.result[0])
+        self.chunks_run += 1
+
+
+def init_state(weights, biases, X, Y, setup: Setup) -> State:
+    return State(weights, biases, X, Y, setup)
+
+
+def run_steps(state: State, loss_out):
+    state._chunk(loss_out, False)
+    return int(state.result[0]), int(state.result[1])
+
+
+def accuracy(state: State, X, labels) -> float:
+    """Fraction of correct columns of X, in chunks of the batch's size; h^T and delta untouched."""
+    net, run = state.net, state.run
+    n = X.shape[1]
+    XT = _aligned_zeros(n * net.pdims[0], X.dtype).reshape(n, net.pdims[0])
+    XT[:, :X.shape[0]] = X.T
+    data = Data(XT, state.data.YT, np.zeros(min(n, run.columns), dtype=np.int64), state.data.rng,
+                state.data.per_sample)
+    # Ha and Hb hold nothing between steps; H0 may hold the full batch, so the inputs go elsewhere.
+    H0 = _aligned_zeros(net.pdims[0] * run.columns, X.dtype)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    shared = np.zeros(2)
+    T = state.threads()
+    if T > 1:
+        state.flags[:] = 0
+        _count_correct(T, state.flags, net, state.bufs, data, run, H0, labels, shared)
+        if shared[1] < 0:
+            state.one_thread = True
+            shared[:] = 0
+    if T == 1 or state.one_thread:
+        _count_thread(0, 1, state.flags, net, state.bufs, data, run, H0, labels, shared)
+    return float(shared[0]) / n
+
+
+def weights(state: State):
+    return [state._layer(k)[:state.dims[k + 1], :state.dims[k]].copy() for k in range(len(state.dims) - 1)]
+
+
+def biases(state: State):
+    net = state.net
+    return [net.b[net.boff[k]:net.boff[k] + state.dims[k + 1]].copy() for k in range(len(state.dims) - 1)]
