@@ -47,9 +47,10 @@ class MLPResult:
         (loss[0] on the first batch; the whole training set at full batch).
         NaN after ``steps_run``.
     eval_steps, train_accuracy, test_accuracy : the steps t = 0, k, 2k, ...
-        (k = ``eval_every``, up to ``steps_run``) and the accuracy of the
-        weights after t steps on the whole training set and on the test set
-        (None without a test set); empty without ``eval_every``.
+        (k = ``eval_every``; or the steps of ``eval_at``), up to
+        ``steps_run``, and the accuracy of the weights after t steps on the
+        whole training set and on the test set (None without a test set);
+        empty without an evaluation schedule.
     weights, biases : the final W_i and b_i (biases None for a net without).
     status : "completed", "diverged" (the objective at step ``steps_run``
         is not finite) or "reached" (the training accuracy reached
@@ -191,20 +192,32 @@ def _check_batch_size(batch_size, n):
     return batch_size
 
 
-def _check_eval(eval_every, X_test, Y_test, stop_accuracy):
+def _check_eval(eval_every, eval_at, steps, X_test, Y_test, stop_accuracy) -> list[int] | None:
+    """The steps at which to evaluate (at most ``steps``), or None for no evaluation."""
+    if eval_every is not None and eval_at is not None:
+        raise ValueError("pass eval_every or eval_at, not both")
+    schedule = None
     if eval_every is not None:
-        eval_every = check_positive_int(eval_every, "eval_every")
+        schedule = list(range(0, steps + 1, check_positive_int(eval_every, "eval_every")))
+    elif eval_at is not None:
+        if isinstance(eval_at, (str, bytes)) or not hasattr(eval_at, "__iter__"):
+            raise TypeError(f"eval_at must be a sequence of steps, got {eval_at!r}")
+        at = list(eval_at)
+        for t in at:
+            if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+                raise ValueError(f"eval_at must hold steps (ints >= 0), got {t!r}")
+        schedule = sorted({int(t) for t in at if t <= steps})
     if (X_test is None) != (Y_test is None):
         raise ValueError("X_test and Y_test go together: pass both or neither")
-    if X_test is not None and eval_every is None:
-        raise ValueError("the test set is evaluated every eval_every steps: pass eval_every too")
+    if X_test is not None and schedule is None:
+        raise ValueError("the test set is evaluated on a schedule: pass eval_every or eval_at too")
     if stop_accuracy is not None:
         if isinstance(stop_accuracy, bool) or not isinstance(stop_accuracy, numbers.Real) \
                 or not 0 < stop_accuracy <= 1:
             raise ValueError(f"stop_accuracy must be a number in (0, 1], got {stop_accuracy!r}")
-        if eval_every is None:
-            raise ValueError("stop_accuracy is checked at evaluations: pass eval_every too")
-    return eval_every
+        if schedule is None:
+            raise ValueError("stop_accuracy is checked at evaluations: pass eval_every or eval_at too")
+    return schedule
 
 
 def _seed(rng) -> int:
@@ -215,8 +228,8 @@ def _seed(rng) -> int:
 
 
 def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy", lr, steps,
-              batch_size=None, rng=None, eval_every=None, X_test=None, Y_test=None, stop_accuracy=None,
-              backend="cpu", dtype=None, progress=False) -> MLPResult:
+              batch_size=None, rng=None, eval_every=None, eval_at=None, X_test=None, Y_test=None,
+              stop_accuracy=None, backend="cpu", dtype=None, progress=False) -> MLPResult:
     """Train a net z_i = W_i h_{i-1} + b_i, h_i = phi(z_i), f = z_L by SGD on the mean loss.
 
     Parameters
@@ -236,6 +249,8 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
     eval_every : evaluate the accuracy (largest output at the label) on
         the whole training set, and on X_test, Y_test if given, every this
         many steps (and at step 0).
+    eval_at : instead of ``eval_every``, the steps at which to evaluate
+        (e.g. log-spaced ones, for a first-passage time read on a log axis).
     stop_accuracy : stop (status "reached") once the training accuracy at
         an evaluation is at least this.
     backend : "cpu" (Numba, default) or "numpy" (the textbook reference).
@@ -252,7 +267,7 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
     lr = check_lr(lr)
     steps = check_steps(steps)
     batch_size = _check_batch_size(batch_size, X.shape[1])
-    eval_every = _check_eval(eval_every, X_test, Y_test, stop_accuracy)
+    schedule = _check_eval(eval_every, eval_at, steps, X_test, Y_test, stop_accuracy)
     test_labels = None if X_test is None else _check_data(X_test, Y_test, dims, loss_code, ("X_test", "Y_test"))
     arrays = [("X", X), ("Y", Y)] + [(f"W_{i}", W) for i, W in enumerate(weights, start=1)]
     arrays += [] if biases is None else [(f"b_{i}", b) for i, b in enumerate(biases, start=1)]
@@ -283,12 +298,14 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
         return stop_accuracy is not None and train_acc[-1] >= stop_accuracy
 
     t, chunk = 0, 1
-    if eval_every is not None and status == COMPLETED:
+    pending = list(schedule or [])
+    if pending and pending[0] == 0 and status == COMPLETED:
         reached = evaluate(0)
+    pending = [s for s in pending if s > 0]
     with tqdm(total=steps, disable=not progress, unit="step", desc=f"train_mlp L={len(dims) - 1}",
               leave=False) as bar:
         while status == COMPLETED and not reached and t < steps:
-            stop = steps if eval_every is None else min(steps, (t // eval_every + 1) * eval_every)
+            stop = pending[0] if pending else steps
             todo = min(chunk, stop - t)
             tick = time.perf_counter()
             done, status = kernel.run_steps(state, history[t + 1:t + 1 + todo])
@@ -296,7 +313,8 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
             bar.update(done)
             if time.perf_counter() - tick < _CHUNK_SECONDS:
                 chunk *= 2
-            if status == COMPLETED and eval_every is not None and t % eval_every == 0:
+            if status == COMPLETED and pending and t == pending[0]:
+                pending.pop(0)
                 reached = evaluate(t)
     history[t + 1:] = np.nan
     return MLPResult(

@@ -213,10 +213,17 @@ def test_accuracy_is_evaluated_on_schedule_and_stops_when_asked(rng, backend):
     assert result.train_accuracy[-1] == np.mean(np.argmax(f, 0) == np.argmax(Y, 0))
     _, f = reference.forward(again.weights, again.biases, Xt, ACTIVATIONS["tanh"])
     assert result.test_accuracy[-1] == np.mean(np.argmax(f, 0) == np.argmax(Yt, 0))
+    target = result.train_accuracy[1]
+    first = int(result.eval_steps[np.argmax(result.train_accuracy >= target)])  # 0 or 4
     stopped = fastlin.train_mlp(W, b, X, Y, lr=0.5, steps=10, batch_size=8, rng=2, eval_every=4,
-                                stop_accuracy=result.train_accuracy[1], backend=backend)
-    assert stopped.status == "reached" and stopped.steps_run == 4
-    assert np.all(np.isnan(stopped.loss[5:])) and np.all(np.isfinite(stopped.loss[:5]))
+                                stop_accuracy=target, backend=backend)
+    assert stopped.status == "reached" and stopped.steps_run == first
+    assert np.all(np.isnan(stopped.loss[first + 1:])) and np.all(np.isfinite(stopped.loss[:first + 1]))
+    scheduled = fastlin.train_mlp(W, b, X, Y, lr=0.5, steps=10, batch_size=8, rng=2, eval_at=[8, 3, 0, 3, 12],
+                                  backend=backend)
+    np.testing.assert_array_equal(scheduled.eval_steps, [0, 3, 8])
+    assert scheduled.train_accuracy[2] == result.train_accuracy[2]
+    np.testing.assert_array_equal(scheduled.loss, result.loss)
 
 
 def test_float32_stays_float32(rng):
@@ -271,6 +278,10 @@ def _bad_calls(rng):
         (dict(X_test=X, Y_test=Y), ValueError, "eval_every"),
         (dict(X_test=X[:3], Y_test=Y, eval_every=1), ValueError, "X_test"),
         (dict(stop_accuracy=0.5), ValueError, "eval_every"),
+        (dict(eval_every=2, eval_at=[1]), ValueError, "not both"),
+        (dict(eval_at=[1, -1]), ValueError, "eval_at"),
+        (dict(eval_at=[1.5]), ValueError, "eval_at"),
+        (dict(eval_at=3), TypeError, "eval_at"),
         (dict(stop_accuracy=1.5, eval_every=1), ValueError, "stop_accuracy"),
         (dict(rng="seed", batch_size=2), TypeError, "rng"),
         (dict(dtype=np.float16), TypeError, "dtype"),
