@@ -7,7 +7,7 @@ import pytest
 import fastlin
 from fastlin.data import one_hot
 from fastlin.kernels.mlp import ACTIVATIONS, LOSSES, Setup, cpu, reference
-from fastlin.kernels.mlp.elementwise import tanh
+from fastlin.kernels.mlp.elementwise import tanh, tanh32
 
 STEPS = 30
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
@@ -107,7 +107,7 @@ def test_one_thread_and_all_threads_give_the_same_bits(rng):
     X, Y = rng.standard_normal((64, 100)), one_hot(rng.integers(0, 10, 100), 10)
     setup = Setup(ACTIVATIONS["tanh"], LOSSES["cross_entropy"], 0.1, 32, 1, True)
     states = [cpu.init_state(W, b, X, Y, setup) for _ in range(2)]
-    states[0].one_thread = True
+    states[0].mode, states[1].mode = "one", "all"
     losses = [np.empty(4), np.empty(4)]
     for state, loss in zip(states, losses):
         cpu.run_steps(state, loss)
@@ -121,6 +121,16 @@ def test_tanh_is_numpys_to_a_few_ulp():
     nonzero = want != 0
     assert np.max(np.abs(got[nonzero] - want[nonzero]) / np.abs(want[nonzero])) < 4 * np.finfo(float).eps
     assert np.isnan(tanh(np.nan)) and tanh(np.inf) == 1 and tanh(-np.inf) == -1
+
+
+def test_tanh32_is_numpys_to_a_few_float32_ulp():
+    x = np.concatenate([np.linspace(-30, 30, 20001), np.geomspace(1e-37, 20, 2000),
+                        -np.geomspace(1e-37, 20, 2000)]).astype(np.float32)
+    got = np.array([tanh32(v) for v in x], dtype=np.float32)
+    want = np.tanh(x)
+    nonzero = want != 0
+    assert np.max(np.abs(got[nonzero] - want[nonzero]) / np.abs(want[nonzero])) < 4 * np.finfo(np.float32).eps
+    assert np.isnan(tanh32(np.float32(np.nan))) and tanh32(np.float32(np.inf)) == 1
 
 
 def test_cpu_accuracy_is_the_reference(rng):

@@ -48,13 +48,18 @@ from . import COMPLETED, CROSS_ENTROPY, DIVERGED, RELU, TANH, Setup
 from ..sync import FLAG_STRIDE, JOIN_POLLS, barrier, join
 from ..threads import chooser
 from .batches import draw_batch, seed_state
-from .elementwise import activate, slope, tanh
+from .elementwise import activate, slope, tanh, tanh32
 from .tiles import TILE_ROWS, TILE_VECTORS, tile_row
 
 # Rows of W_i per block of the downward visit: a block of one strip
 # (64 x 32 float64 = 16 KiB) stays in L1 between the backward product and
 # the update that follows it.
 ROW_BLOCK = 64
+# Samples per block of the update W -= lr delta h^T: a block of one strip of
+# h^T (64 x 32 float64 = 16 KiB) stays in L1 next to the block of W while
+# every row tile of the block passes over it. (Unblocked, at full batch each
+# row tile streamed the strip's 1437 rows of h^T from L2.)
+UPDATE_SAMPLES = 64
 # Samples per block of the upward sweep: a block of h_{i-1} (256 x 128
 # float64 = 256 KiB) stays in L2 while every row tile of W_i passes over it.
 # (Without blocks, at full batch each row tile streamed all of h_{i-1} from
@@ -141,7 +146,10 @@ def _gather(net, bufs, data, count, Bp, H0, keep):
 @serial
 def _activate_row(row, bias, act):
     """row <- phi(row + bias); one loop per activation, so that each is vectorized."""
-    if act == TANH:
+    if act == TANH and row.itemsize == 4:
+        for j in range(row.size):
+            row[j] = tanh32(row[j] + bias)
+    elif act == TANH:
         for j in range(row.size):
             row[j] = tanh(row[j] + bias)
     elif act == RELU:
@@ -179,9 +187,18 @@ def _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1):
                     row[j] += bias
             else:
                 _activate_row(row, bias, run.activation)
-                if keep:
-                    for j in range(width):
-                        HT[(j0 + j) * po + q] = row[j]
+        if keep and not top:
+            # Sample by sample, the tile's four rows side by side: one line of
+            # h^T per sample (row by row, every store was to another line:
+            # 0.09 ms of a 0.41 ms layer at m = 256, float64).
+            h0, h1 = H_out[r * Bp + j0:], H_out[(r + 1) * Bp + j0:]
+            h2, h3 = H_out[(r + 2) * Bp + j0:], H_out[(r + 3) * Bp + j0:]
+            for j in range(width):
+                o = (j0 + j) * po + r
+                HT[o] = h0[j]
+                HT[o + 1] = h1[j]
+                HT[o + 2] = h2[j]
+                HT[o + 3] = h3[j]
 
 
 @serial
@@ -254,9 +271,10 @@ def _down_strip(net, bufs, run, k, DT, GT, backprop, strip):
             for j in range(0, samples, TILE_ROWS):
                 tile_row(DT, j * po + rb, 1, po, net.W, w0 + rb * pi + c, pi, min(rb + ROW_BLOCK, do) - rb,
                          GT, j * pi + c, pi, rb > 0, np.float64(1.0), vectors)
-        for r in range(rb, min(rb + ROW_BLOCK, rows), TILE_ROWS):
-            tile_row(DT, r, po, 1, bufs.HT, h0 + c, pi, run.batch, net.W, w0 + r * pi + c, pi,
-                     True, -np.float64(run.lr), vectors)
+        for j0 in range(0, run.batch, UPDATE_SAMPLES):
+            for r in range(rb, min(rb + ROW_BLOCK, rows), TILE_ROWS):
+                tile_row(DT, j0 * po + r, po, 1, bufs.HT, h0 + j0 * pi + c, pi, min(UPDATE_SAMPLES, run.batch - j0),
+                         net.W, w0 + r * pi + c, pi, True, -np.float64(run.lr), vectors)
     if backprop:
         width = vectors * lanes
         for j in range(run.columns):
@@ -422,7 +440,9 @@ class State:
         # shared machine all threads can be slower than one, as every barrier
         # waits for the slowest. Never more after they did not all run at once.
         self.shape_key = ("mlp", tuple(int(d) for d in self.dims), batch, dtype.str)
-        self.one_thread = False
+        # "auto" (the chooser's pick), "one" or "all" (forced; "one" for good
+        # once the threads did not all run at once).
+        self.mode = "auto"
         self.chunks_run = 0
         loss = np.empty(1)
         self._chunk(loss, True)
@@ -435,9 +455,9 @@ class State:
     def threads(self) -> int:
         """Threads for the next chunk: 1 or all that Numba may use now (the chooser's pick)."""
         T = numba.get_num_threads()
-        if self.one_thread or T == 1:
+        if self.mode == "one" or T == 1:
             return 1
-        return chooser(self.shape_key, T).next()
+        return T if self.mode == "all" else chooser(self.shape_key, T).next()
 
     def _chunk(self, loss_out, start):
         T = self.threads()
@@ -447,7 +467,7 @@ class State:
             _run_chunk(T, self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared,
                        self.result, start)
             if self.result[0] < 0:
-                self.one_thread = True  # the threads did not all run at once: one thread from now on
+                self.mode = "one"  # the threads did not all run at once: one thread from now on
                 T = 1
         if T == 1:
             _run_thread(0, 1, self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared,
@@ -485,9 +505,9 @@ def accuracy(state: State, X, labels) -> float:
         state.flags[:] = 0
         _count_correct(T, state.flags, net, state.bufs, data, run, H0, labels, shared)
         if shared[1] < 0:
-            state.one_thread = True
+            state.mode = "one"
             shared[:] = 0
-    if T == 1 or state.one_thread:
+    if T == 1 or state.mode == "one":
         _count_thread(0, 1, state.flags, net, state.bufs, data, run, H0, labels, shared)
     return float(shared[0]) / n
 
