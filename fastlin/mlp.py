@@ -277,7 +277,9 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
     kernel = get_mlp_backend(backend)
 
     started = time.perf_counter()
-    convert = lambda M: np.ascontiguousarray(M, dtype=dtype)  # noqa: E731 (copies only where needed)
+    def convert(M):  # a copy only where the dtype or layout differs
+        return np.ascontiguousarray(M, dtype=dtype)
+
     bias_list = [np.zeros(d, dtype) for d in dims[1:]] if biases is None else [convert(b) for b in biases]
     setup = Setup(act_code, loss_code, lr, batch_size or 0, seed, biases is not None)
     X_work = convert(X)
