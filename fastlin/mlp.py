@@ -1,4 +1,4 @@
-"""Nonlinear chains (DESIGN.md "Nonlinear chains"): init, validation and the SGD driver.
+"""Nonlinear chains (tanh nets, Huang, Du & Xu's setting): init, validation and the SGD driver.
 
 Standard parametrization: z_i = W_i h_{i-1} + b_i, h_i = phi(z_i) for
 i < L, f = z_L, samples as columns. :func:`init_mlp` draws Huang, Du & Xu's

@@ -1,4 +1,4 @@
-"""Kernels for nonlinear chains (DESIGN.md "Nonlinear chains"): one module per backend, same names.
+"""Kernels for nonlinear chains (tanh nets in the standard parametrization): one module per backend, same names.
 
 The model, in the standard parametrization: z_i = W_i h_{i-1} + b_i,
 h_i = phi(z_i) for i < L, f = z_L, with h_0 = x (samples are columns). The
