@@ -114,6 +114,10 @@ def available(backend):
 class _TablePlugin:
     """Prints the module's table in pytest's terminal summary (after pytest-benchmark's own tables)."""
 
+    def pytest_benchmark_update_machine_info(self, config, machine_info):
+        if RESULTS:  # a --benchmark-json file then carries the limits the table is read against
+            machine_info["fastlin_limits"] = machine.limits()
+
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter):
         if RESULTS:
