@@ -49,7 +49,6 @@ the downward sweeps), ``passes`` (both passes and the loop over steps),
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numba
@@ -59,7 +58,7 @@ from .. import host
 from ..reference import half_squared_norm
 from .layout import Data, Net, Scratch, line_aligned, row_stride
 from .passes import run_chunk
-from .threads import FLAG_STRIDE, chooser, splits
+from .threads import FLAG_STRIDE, chooser, run_on_threads, splits
 
 __all__ = ["State", "StoredWeights", "chains", "empty_weights", "init_state", "prepare", "run_steps", "splits",
            "weights"]
@@ -195,7 +194,7 @@ def run_steps(state: State, loss_out, loss_stop: float):
     start = time.perf_counter()
     if T > 1:
         state.flags[:] = 0
-        _run_on_threads(T, R, args, state.results)
+        run_on_threads(T, lambda t: run_chunk(t, T, R, *args, state.results[t]))
     else:
         run_chunk(0, 1, R, *args, state.results[0])
     done, status, state.phase = (int(x) for x in state.results[0])
@@ -206,31 +205,6 @@ def run_steps(state: State, loss_out, loss_stop: float):
         state.chooser.record(T, (time.perf_counter() - start) / done)
     state.chunks_run += 1
     return done, status
-
-
-def _run_on_threads(T, R, args, results):
-    """``run_chunk`` as threads 0..T-1 of T at once: 1..T-1 on new Python threads, 0 on this one.
-
-    The kernel releases the GIL, so the threads run in parallel; they meet
-    at the kernel's barriers. An exception in any thread is raised here.
-    """
-    errors = []
-
-    def thread(t):
-        try:
-            run_chunk(t, T, R, *args, results[t])
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(exc)
-
-    helpers = [threading.Thread(target=thread, args=(t,), name=f"fastlin-kernel-{t}", daemon=True)
-               for t in range(1, T)]
-    for helper in helpers:
-        helper.start()
-    thread(0)
-    for helper in helpers:
-        helper.join()
-    if errors:
-        raise errors[0]
 
 
 def weights(state: State):

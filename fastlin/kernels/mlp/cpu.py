@@ -4,7 +4,7 @@ The state holds the net and the buffers of one batch, padded and flat, and
 the data as rows; the steps run in compiled sweeps (sweeps.py: two per
 step, every weight read and written once per step, register tiles from
 tiles.py), a chunk of steps per call, on one thread or all of them
-(threads.py picks by timing; the results are the same bits either way).
+(kernels/cpu/threads.py picks by timing; the results are the same bits either way).
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import time
 import numba
 import numpy as np
 
-from ..simd import LINE_BYTES
-from ..sync import FLAG_STRIDE
-from ..threads import chooser
+from ..cpu.threads import FLAG_STRIDE, chooser, run_on_threads
+from ..tuning import LINE_BYTES
 from . import Setup
 from .batches import seed_state
-from .sweeps import Buffers, Data, Net, Run, count_correct, count_thread, run_chunk, run_thread
+from .sweeps import Buffers, Data, Net, Run, count_thread, run_thread
 
 
 def _aligned_zeros(size, dtype):
@@ -66,13 +65,12 @@ class State:
                        setup.batch_size != 0, bool(setup.train_biases))
         self.result = np.zeros(2, dtype=np.int64)
         self.shared = np.zeros(2)
-        self.flags = np.zeros((numba.config.NUMBA_NUM_THREADS + 2) * FLAG_STRIDE, dtype=np.int64)
-        # One thread or all for the next chunk, by timing (threads.py): on a
-        # shared machine all threads can be slower than one, as every barrier
-        # waits for the slowest. Never more after they did not all run at once.
+        self.flags = np.zeros(numba.config.NUMBA_NUM_THREADS * FLAG_STRIDE, dtype=np.int64)
+        # One thread or all for the next chunk, by timing (kernels/cpu/threads.py):
+        # on a shared machine all threads can be slower than one, as every
+        # barrier waits for the slowest.
         self.shape_key = ("mlp", tuple(int(d) for d in self.dims), batch, dtype.str)
-        # "auto" (the chooser's pick), "one" or "all" (forced; "one" for good
-        # once the threads did not all run at once).
+        # "auto" (the chooser's pick), "one" or "all" (forced).
         self.mode = "auto"
         self.chunks_run = 0
         loss = np.empty(1)
@@ -93,18 +91,11 @@ class State:
     def _chunk(self, loss_out, start):
         T = self.threads()
         tick = time.perf_counter()
-        if T > 1:
-            self.flags[:] = 0
-            run_chunk(T, self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared,
-                       self.result, start)
-            if self.result[0] < 0:
-                self.mode = "one"  # the threads did not all run at once: one thread from now on
-                T = 1
-        if T == 1:
-            run_thread(0, 1, self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared,
-                        self.result, start)
+        self.flags[:] = 0
+        args = (self.flags, self.net, self.bufs, self.data, self.run, loss_out, self.shared, self.result, start)
+        run_on_threads(T, lambda t: run_thread(t, T, *args))
         # The first chunks of a state are not timed: cores that idled while it
-        # was built run the next tens of milliseconds slower (bench/cores.py).
+        # was built run the next tens of milliseconds slower (docs/performance.md).
         if self.chunks_run > 1 and self.result[0] > 0:
             chooser(self.shape_key, numba.get_num_threads()).record(T, (time.perf_counter() - tick) / self.result[0])
         self.chunks_run += 1
@@ -132,14 +123,8 @@ def accuracy(state: State, X, labels) -> float:
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     shared = np.zeros(2)
     T = state.threads()
-    if T > 1:
-        state.flags[:] = 0
-        count_correct(T, state.flags, net, state.bufs, data, run, H0, labels, shared)
-        if shared[1] < 0:
-            state.mode = "one"
-            shared[:] = 0
-    if T == 1 or state.mode == "one":
-        count_thread(0, 1, state.flags, net, state.bufs, data, run, H0, labels, shared)
+    state.flags[:] = 0
+    run_on_threads(T, lambda t: count_thread(t, T, state.flags, net, state.bufs, data, run, H0, labels, shared))
     return float(shared[0]) / n
 
 

@@ -26,8 +26,8 @@ batch are padded to whole vectors (LINE_BYTES) with zeros that stay zero:
 padded weights, biases and inputs are 0, phi(0) = 0 for every activation,
 and delta is 0 on padded outputs and samples, so their updates are 0.
 
-Threads: a chunk runs in one parallel region (``run_chunk``), the threads
-meeting at a barrier after each layer (sync.py). Each product is split
+Threads: a chunk runs ``run_thread`` on one thread, or on T Python threads
+at once (cpu.py), meeting at a barrier after each layer (kernels/cpu/threads.py). Each product is split
 into tiles (row tiles going up, column strips going down) and the bias
 sums into rows, each computed whole by one thread with the same arithmetic;
 no sum is split among threads, so the results do not depend on the number
@@ -38,11 +38,9 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
-
-from ..options import parallel, serial
-from ..simd import LINE_BYTES
-from ..sync import JOIN_POLLS, barrier, join
+from ..cpu.threads import barrier
+from ..options import serial
+from ..tuning import LINE_BYTES
 from . import COMPLETED, CROSS_ENTROPY, DIVERGED, RELU, TANH
 from .batches import draw_batch
 from .elementwise import activate, slope, tanh, tanh32
@@ -366,26 +364,3 @@ def count_thread(t, T, flags, net, bufs, data, run, H0, labels, shared):
                         best = i
                 shared[0] += best == labels[j0 + j]
         epoch = barrier(flags, t, T, epoch)
-
-
-@parallel
-def run_chunk(T, flags, net, bufs, data, run, loss_out, shared, result, start):
-    """T threads in one parallel region for the whole chunk (``run_thread``).
-
-    result[0] = -1 if they did not all run at once (then nothing was done).
-    """
-    for t in prange(T):
-        if join(flags, t, T, JOIN_POLLS):
-            run_thread(t, T, flags, net, bufs, data, run, loss_out, shared, result, start)
-        else:
-            result[0] = -1
-
-
-@parallel
-def count_correct(T, flags, net, bufs, data, run, H0, labels, shared):
-    """``count_thread`` on T threads; shared[1] = -1 if they did not all run at once."""
-    for t in prange(T):
-        if join(flags, t, T, JOIN_POLLS):
-            count_thread(t, T, flags, net, bufs, data, run, H0, labels, shared)
-        else:
-            shared[1] = -1

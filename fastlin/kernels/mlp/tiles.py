@@ -6,7 +6,7 @@ delta h^T) all have the form
     out[q, c] (=, or +=coef *) sum_{k<K} S[q, k] V[k, c],   q < 4 rows, c < 4 vectors,
 
 with the 4 x 4 accumulators (4 rows of 4 explicit vectors of one cache
-line each, simd.Vec) in registers while k runs: per k, four vector loads
+line each, llvm.Vec) in registers while k runs: per k, four vector loads
 of V, four scalars of S broadcast, sixteen multiply-adds. On one core of
 the CI machine (AMD EPYC, AVX-512, 32 vector registers) this runs at the
 machine's multiply-add peak: 50 GFLOP/s in float64, 100 in float32, at
@@ -19,7 +19,8 @@ at V[v0 + k vk + c W], out row q at o0 + q oq (W elements per vector).
 """
 
 from ..options import serial
-from ..simd import LINE_BYTES, load, madd, splat, store
+from ..llvm import load, madd, splat, store
+from ..tuning import LINE_BYTES
 
 # Vectors per tile row: four make 16 accumulators, leaving registers for
 # the four loads and a broadcast (32 on AVX-512).
