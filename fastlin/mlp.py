@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from .init import INITS, as_generator, init_weights
 from .kernels.mlp import ACTIVATIONS, COMPLETED, CROSS_ENTROPY, DIVERGED, LOSSES, Setup
+from .kernels.tuning import CHUNK_SECONDS
 from .model import check_dims, check_dtype, check_finite, check_lr, check_positive_int, check_steps, weight_dims
 
-# One explicit dispatch table (CONVENTIONS.md item 1); modules load on first use.
+# One explicit dispatch table; modules load on first use.
 MLP_BACKENDS = {
     "numpy": "fastlin.kernels.mlp.reference",
     "cpu": "fastlin.kernels.mlp.cpu",
@@ -33,9 +34,8 @@ MLP_BACKENDS = {
 # Status of a run stopped by ``stop_accuracy`` (the kernels know only COMPLETED and DIVERGED).
 REACHED = "reached"
 _STATUS_NAMES = {COMPLETED: "completed", DIVERGED: "diverged"}
-# Chunks of steps grow until one takes this long (as in train.py): Python
+# Chunks of steps grow until one takes CHUNK_SECONDS (as in train.py): Python
 # loops over chunks, never over single steps of a fast kernel.
-_CHUNK_SECONDS = 0.25
 
 
 @dataclass
@@ -313,7 +313,7 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
             done, status = kernel.run_steps(state, history[t + 1:t + 1 + todo])
             t += done
             bar.update(done)
-            if time.perf_counter() - tick < _CHUNK_SECONDS:
+            if time.perf_counter() - tick < CHUNK_SECONDS:
                 chunk *= 2
             if status == COMPLETED and pending and t == pending[0]:
                 pending.pop(0)

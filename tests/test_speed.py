@@ -104,3 +104,26 @@ def test_summary_file_and_figure_from_records(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
     with pytest.raises(ValueError):
         speed_figure([], tmp_path / "empty")
+
+
+def test_speed_study_runs_resumes_and_redraws(tmp_path):
+    """The study layer runs the configurations, keeps them, and redraws without training."""
+    from fastlin.experiments import get_study, run_study
+
+    study = get_study("speed")
+    first = run_study(study, "tiny", tmp_path, progress=False)
+    configs = study.configs("tiny")
+    assert first.done == len(configs) == 16 and first.failed == 0
+    assert (tmp_path / "speed.png").is_file()
+    summary = json.loads((tmp_path / "speed_summary.json").read_text())
+    groups = {k: v for k, v in summary.items() if isinstance(v, dict) and "tau_at_lr" in v}
+    assert len(groups) == 4 and all({"max_trainable_lr", "min_tau", "tau_at_lr"} <= set(v) for v in groups.values())
+    config = configs[5]
+    direct = run_speed(SpeedConfig.from_dict(config), backend=config["backend"])
+    from fastlin.experiments.study import StudyStore
+
+    (record,) = StudyStore(tmp_path).load_configs("speed", [config])
+    assert record["tau"] == direct["tau"]
+    np.testing.assert_array_equal(record["train_accuracy"], direct["train_accuracy"])
+    again = run_study(study, "tiny", tmp_path, progress=False)
+    assert again.done == 0 and again.skipped == 16

@@ -21,16 +21,19 @@ batches of 1000; here scikit-learn's digits, batches of 128).
   (``tau_at_lr``; None where the median seed never reaches the threshold).
 * The figure is fastlin.mlp_plots.speed_figure, drawn from the records.
 
-Nothing here stores or schedules runs: a sweep runner calls ``run_speed``
-once per configuration and keeps the records.
+The study ``speed`` (registered with the study layer at the bottom of this
+module) runs the presets resumably: ``fastlin reproduce speed --preset
+quick --out DIR``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -177,11 +180,12 @@ def write_speed_summary(summary: dict, path) -> None:
 
 def format_speed_summary(summary: dict) -> str:
     """A plain-text read-out: per shape, both inits' largest trainable rate and median tau at each rate."""
-    shapes = sorted({(v["depth"], v["width"]) for v in summary.values()})
+    groups = [v for v in summary.values() if isinstance(v, dict) and "tau_at_lr" in v]  # not 'missing' etc.
+    shapes = sorted({(v["depth"], v["width"]) for v in groups})
     lines = []
     for depth, width in shapes:
         lines.append(f"L = {depth}, m = {width}")
-        entries = {v["init"]: v for v in summary.values() if (v["depth"], v["width"]) == (depth, width)}
+        entries = {v["init"]: v for v in groups if (v["depth"], v["width"]) == (depth, width)}
         rates = sorted({lr for v in entries.values() for lr in v["tau_at_lr"]}, reverse=True)
         lines.append("  eta        " + "".join(f"{init:>12}" for init in entries))
         for lr in rates:
@@ -193,3 +197,83 @@ def format_speed_summary(summary: dict) -> str:
         lines.append("  max trainable eta: " + ", ".join(
             f"{init} {v['max_trainable_lr']}" for init, v in entries.items()))
     return "\n".join(lines)
+
+
+# -- the study: fastlin reproduce speed --preset quick|paper --out DIR ------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _digits_train(dtype: str):
+    from ..data import digits
+
+    X, Y, _, _ = digits(dtype=np.dtype(dtype))
+    X.setflags(write=False)
+    Y.setflags(write=False)
+    return X, Y
+
+
+def _run(config: dict) -> dict:
+    """One configuration of the study (a SpeedConfig as a dict, and the backend)."""
+    speed_config = SpeedConfig.from_dict(config)
+    record = run_speed(speed_config, data=_digits_train(speed_config.dtype), backend=config.get("backend", "cpu"))
+    return {"tau": record["tau"], "status": record["status"], "steps_run": record["steps_run"],
+            "eval_steps": np.asarray(record["eval_steps"], dtype=np.int64),
+            "train_accuracy": np.asarray(record["train_accuracy"], dtype=np.float64),
+            "final_loss": record["final_loss"]}
+
+
+def _as_records(records) -> list[dict]:
+    return [{"config": r.config, "tau": r["tau"]} for r in records]
+
+
+def _presets():
+    def configs(name, backend=None):
+        return [dict(asdict(c), backend=backend or "cpu") for c in speed_preset(name)]
+
+    def tiny(backend=None):
+        return [dict(asdict(SpeedConfig(init, depth, 16, lr, seed, max_steps=8)), backend=backend or "numpy")
+                for init in ("gaussian", "orthogonal") for depth in (2, 3) for lr in (0.5, 0.05) for seed in (0, 1)]
+
+    return {"quick": lambda backend=None: configs("quick", backend),
+            "paper": lambda backend=None: configs("paper", backend), "tiny": tiny}
+
+
+def _cost(config: dict) -> float:
+    """Relative cost: steps x layers x (width^2 + the evaluations' forward passes), about."""
+    return config["max_steps"] * config["depth"] * config["width"] ** 2
+
+
+def _prepare(configs, progress, stream):
+    """Compile the nonlinear CPU kernel for the dtypes the configurations use, before the progress bar."""
+    from ..mlp import init_mlp, train_mlp
+    from .runner import format_seconds
+
+    for dtype in sorted({c["dtype"] for c in configs if c.get("backend") == "cpu"}):
+        if progress:
+            print(f"preparing the nonlinear CPU kernel ({dtype}; Numba compiles it on first use and caches it) ...",
+                  end="", file=stream, flush=True)
+        started = time.perf_counter()
+        X, Y = _digits_train(dtype)
+        W, b = init_mlp([X.shape[0], 8, Y.shape[0]], "gaussian", rng=0, dtype=np.dtype(dtype))
+        train_mlp(W, b, X, Y, lr=1e-3, steps=2, batch_size=16, rng=0, eval_at=[0, 2], backend="cpu")
+        if progress:
+            print(f" ready in {format_seconds(time.perf_counter() - started)}", file=stream, flush=True)
+
+
+def _plot(records, out):
+    from ..mlp_plots import speed_figure
+
+    return speed_figure(_as_records(records), Path(out) / "speed")
+
+
+def _register():
+    from .study import Study, register_study
+
+    return register_study(Study(
+        name="speed", description="tau (first step at train accuracy >= 0.5) vs learning rate on digits, "
+                                  "tanh, Gaussian vs orthogonal (Huang et al. Fig. 4)",
+        presets=_presets(), run=_run, summarize=lambda records: speed_summary(_as_records(records)),
+        plot=_plot, cost=_cost, prepare=_prepare, format_summary=format_speed_summary))
+
+
+SPEED = _register()

@@ -63,7 +63,7 @@ from .integrity import (TMP_MARK, DamagedRecord, Inventory, RecordFiles, atomic_
                         hostname, missing_entries)
 
 # Modules that define the built-in studies; each registers its studies on import.
-BUILTIN_STUDY_MODULES = ("fastlin.experiments.ntk_studies",)
+BUILTIN_STUDY_MODULES = ("fastlin.experiments.ntk_studies", "fastlin.experiments.speed")
 SPEC_FILE = "study.json"
 RECORDS_DIR = "records"
 
