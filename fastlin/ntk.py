@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .kernels.host import one_blas_thread
 from .model import DTYPES, check_dims, check_positive_int, weight_dims
 
 # Θ is formed densely (and its spectrum taken with LAPACK) up to this many
@@ -107,14 +108,15 @@ def factors(weights, X) -> NTKFactors:
     _check_data(X, "X", rows=dims[0])
     L = len(weights)
     V = [np.asarray(W, dtype=np.float64) / math.sqrt(dims[i]) for i, W in enumerate(weights, start=1)]
-    A = [np.asarray(X, dtype=np.float64)]
-    for Vi in V[:-1]:
-        A.append(Vi @ A[-1])
-    B = [np.eye(dims[-1])]
-    for Vi in reversed(V[1:]):
-        B.append(B[-1] @ Vi)
-    B.reverse()  # B[i-1] = B_i for i = 1..L
-    return _assemble(dims, A[:L], B[:L])
+    with one_blas_thread():  # skinny products: see kernels/host.py
+        A = [np.asarray(X, dtype=np.float64)]
+        for Vi in V[:-1]:
+            A.append(Vi @ A[-1])
+        B = [np.eye(dims[-1])]
+        for Vi in reversed(V[1:]):
+            B.append(B[-1] @ Vi)
+        B.reverse()  # B[i-1] = B_i for i = 1..L
+        return _assemble(dims, A[:L], B[:L])
 
 
 def _assemble(dims, A, B) -> NTKFactors:

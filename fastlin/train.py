@@ -11,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .kernels import COMPLETED, CONVERGED, DEFAULT_BACKEND, DIVERGED, STATUS_NAMES, load_backend
+from .kernels.host import one_blas_thread
 from .kernels.tuning import CHUNK_SECONDS
 from .model import (check_dtype, check_lr, check_problem, check_steps, layer_rates, normalize_layer,
                     to_normalized, to_raw)
@@ -171,8 +172,9 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
         V.fill = lambda k: normalize_layer(weights[k], dims[k + 1], V[k])
     else:
         V = to_normalized(weights, dims, dtype)
-    state = kernel.init_state(V, np.ascontiguousarray(X, dtype=dtype),
-                              np.ascontiguousarray(Y, dtype=dtype), layer_rates(lr, dims))
+    with one_blas_thread():  # the host's products are skinny (kernels/host.py)
+        state = kernel.init_state(V, np.ascontiguousarray(X, dtype=dtype),
+                                  np.ascontiguousarray(Y, dtype=dtype), layer_rates(lr, dims))
     loss = np.full(steps + 1, np.nan)
     loss[0] = state.loss0
     loss_stop = -math.inf if rtol_stop is None else rtol_stop * state.loss0
@@ -184,8 +186,9 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
               leave=False) as bar:
         while status == COMPLETED:
             if (t in record_steps and t not in chains) or (t in ntk_steps and t not in ntk_factors):
-                _record_step(kernel.chains(state), t, dims, chains if t in record_steps else None,
-                             ntk_factors if t in ntk_steps else None)
+                with one_blas_thread():
+                    _record_step(kernel.chains(state), t, dims, chains if t in record_steps else None,
+                                 ntk_factors if t in ntk_steps else None)
             if t == steps:
                 break
             todo = min(chunk, next(s for s in stops if s > t) - t)
@@ -196,7 +199,9 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
             if time.perf_counter() - tick < CHUNK_SECONDS:
                 chunk *= 2
     _finish_history(loss, t, status)
-    return TrainResult(loss=loss, weights=to_raw(kernel.weights(state), dims),
+    with one_blas_thread():
+        final = to_raw(kernel.weights(state), dims)
+    return TrainResult(loss=loss, weights=final,
                        status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
                        backend=backend, dtype=str(dtype),
                        seconds=time.perf_counter() - started, chains=chains, ntk=ntk_factors)

@@ -10,9 +10,35 @@ over its own ``level(buffer, j)`` views.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from .reference import prefix_chain, suffix_chain
+
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread (threadpoolctl).
+
+    The host's products are skinny (10 x m times m x m, m x m times m x 16):
+    OpenBLAS splits them between its threads and, on the 2-core machine,
+    they took 4x as long as on one thread (``train(steps=0)`` at L16 m1024:
+    331 against 87 ms); its threads also compete with the kernel's and with
+    other configurations' for the cores.
+    """
+    global _controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a dependency; without it, BLAS as it is
+        return contextlib.nullcontext()
+    with _controller_lock:
+        if _controller is None:
+            _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 def level_offsets(dims, rows) -> np.ndarray:
@@ -42,7 +68,7 @@ def start_chains(A_level, B_level, V, X, Y, fill=None):
     B = B_level(L)
     B[:] = np.concatenate([np.eye(dy)] * 2)
     fill = fill or (lambda k: None)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
         fill(0)
         Z = V[0] @ X
         A_level(1)[n:] = Z.T
@@ -59,7 +85,7 @@ def start_chains(A_level, B_level, V, X, Y, fill=None):
 
 def first_layer(V1_start, S_T, X):
     """V_1 now, from V_1 at the start and the first layer's accumulated change S^T (n, d_1): V_1 - S X^T."""
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
         return V1_start - S_T.T @ X.T
 
 
@@ -72,7 +98,7 @@ def read_chains(V, X, phase, A_level, B_level, E):
     """
     n, dy = X.shape[1], E.shape[0]
     L = len(V)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
         if phase == 1:
             A = [A_level(j)[n:].T.copy() for j in range(L + 1)]
             B = suffix_chain(V)

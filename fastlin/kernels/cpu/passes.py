@@ -206,7 +206,7 @@ def run_chunk(t, T, R, flags, net, data, scratch, phase, loss_out, loss_stop, re
     same loss from the same f, so all stop together; thread 0 writes the
     losses.
     """
-    epoch = 0
+    epoch = np.int64(0)  # not a literal 0: with it both passes were built twice
     done, status = loss_out.size, COMPLETED
     for i in range(loss_out.size):
         if phase == 0:

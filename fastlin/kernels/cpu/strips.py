@@ -16,13 +16,13 @@ for five multiply-adds.
 """
 
 from ..llvm import load, madd, prefetch, splat, store
-from ..options import serial
+from ..options import serial, specialized
 from ..tuning import LINE_BYTES, STRIP_ROWS, WHOLE_MAX_WEIGHTS
 from .layout import down_block_rows
 from .tiles import add_product
 
 
-@serial
+@specialized
 def _five_chains_across_strips(flat, din, B_in, acc, p, r0, r1, c0, c1, first):
     """acc[p + j, c0:c1] (= or +=) sum_{r in [r0, r1)} B_in[p + j, r] Vk[r, c0:c1] for j < 5 (Vk stored flat).
 
@@ -55,7 +55,7 @@ def _five_chains_across_strips(flat, din, B_in, acc, p, r0, r1, c0, c1, first):
         store(o4, c, a4)
 
 
-@serial
+@specialized
 def _one_chain_across_strips(flat, din, B_in, acc, p, r0, r1, c0, c1, first):
     """``_five_chains_across_strips`` for the one chain p."""
     W = LINE_BYTES // flat.itemsize
@@ -69,7 +69,7 @@ def _one_chain_across_strips(flat, din, B_in, acc, p, r0, r1, c0, c1, first):
         store(o0, c, a0)
 
 
-@serial
+@specialized
 def down_chain(Vk, B_in, acc, r0, r1, first, c0, c1):
     """acc[p, c0:c1] (= if first, else +=) sum_{r in [r0, r1)} B_in[p, r] Vk[r, c0:c1] for all p.
 

@@ -12,11 +12,11 @@
 """
 
 from ..llvm import load, madd, prefetch, splat, store
-from ..options import serial
+from ..options import serial, specialized
 from ..tuning import LINE_BYTES, ROW_TILE, WHOLE_MAX_WEIGHTS
 
 
-@serial
+@specialized
 def up_chain(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
     """A_out[s, r] = sum_c Vk[r, c] A_in[s, c] for rows r in [r0, r1), all s.
 
@@ -79,7 +79,7 @@ def up_chain(Vk, A_in, A_out, r0, r1, ahead, a0, a1):
         r += 1
 
 
-@serial
+@specialized
 def _add_product_loops(out, C, M, K, alpha, r0, r1, c0, c1):
     """``add_product`` in plain loops (LLVM vectorizes them), for the rows and columns its strips leave.
 
@@ -132,7 +132,7 @@ def _add_product_loops(out, C, M, K, alpha, r0, r1, c0, c1):
                 v[c] += l0 * g0[c]
 
 
-@serial
+@specialized
 def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
     """out[r, c] += alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1).
 
@@ -178,7 +178,7 @@ def add_product(out, C, M, K, alpha, r0, r1, c0, c1):
     _add_product_loops(out, C, M, K, alpha, r0, r1, c2, c1)
 
 
-@serial
+@specialized
 def set_block(out, C, M, K, alpha, r0, r1, c0, c1):
     """out[r, c] = alpha sum_{k<K} C[k, r] M[k, c] on the block [r0, r1) x [c0, c1)."""
     for r in range(r0, r1):
