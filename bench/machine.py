@@ -181,6 +181,15 @@ class OtherLoad:
         return False
 
 
+def rounds_for(runner, steps: int, budget: float, min_rounds: int, max_rounds: int) -> int:
+    """Rounds of ``runner.run(steps)`` that fit ``budget`` seconds, timed by one warm-up round (after ``reset``)."""
+    runner.reset()
+    start = time.perf_counter()
+    runner.run(steps)
+    warm_s = time.perf_counter() - start
+    return int(min(max_rounds, max(min_rounds, budget // (warm_s + SETTLE_SECONDS))))
+
+
 def gemm_limit(machine: dict, dtype) -> float:
     """The gemm rate of ``machine`` (a :func:`limits` dict) for ``dtype``."""
     return machine["sgemm_GFLOPs"] if np.dtype(dtype) == np.float32 else machine["dgemm_GFLOPs"]

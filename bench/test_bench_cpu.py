@@ -132,12 +132,7 @@ def test_gd_step(benchmark, request, size, backend, dtype):
                                err_msg=f"{backend} disagrees with fastlin's NumPy reference")
 
     # Warm-up call, also used to size the number of timed rounds.
-    runner.reset()
-    start = time.perf_counter()
-    runner.run(k)
-    warm_s = time.perf_counter() - start
-    budget = request.config.getoption("--fastlin-seconds")
-    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget // (warm_s + machine.SETTLE_SECONDS))))
+    rounds = machine.rounds_for(runner, k, request.config.getoption("--fastlin-seconds"), MIN_ROUNDS, MAX_ROUNDS)
 
     benchmark.group = f"L{L} m{m} {dtype}, time per round of {k} steps"
     floor = report.step_floor([X.shape[0]] + [Vi.shape[0] for Vi in V], X.shape[1], Y.shape[0],

@@ -185,12 +185,7 @@ def test_sgd_step(benchmark, request, size, backend, dtype):
     np.testing.assert_allclose(losses[:checked], expected, rtol=RTOL[dtype],
                                err_msg=f"{backend} disagrees with fastlin's NumPy reference")
 
-    runner.reset()
-    start = time.perf_counter()
-    runner.run(k)
-    warm_s = time.perf_counter() - start
-    budget = request.config.getoption("--fastlin-seconds")
-    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget // (warm_s + machine.SETTLE_SECONDS))))
+    rounds = machine.rounds_for(runner, k, request.config.getoption("--fastlin-seconds"), MIN_ROUNDS, MAX_ROUNDS)
     benchmark.group = f"L{L} m{m} batch {B or 'full'} {dtype}, time per round of {k} steps"
     batch = B or X.shape[1]
     info = {"L": L, "m": m, "batch": batch, "dtype": dtype, "backend": backend, "steps_per_round": k,

@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run a preset sweep of the paper (or a study) and draw its figure")
     p.add_argument("figure", choices=["figure1", "figure2"] + study_names(),
-                   help="a figure of Hu et al., or a study (ntk-width, ntk-drift, ntk-spectrum: the NTK "
-                        "experiments of Huang et al.)")
+                   help="a figure of Hu et al., or a study of Huang et al. (ntk-width, ntk-drift, "
+                        "ntk-spectrum: the NTK of deep linear nets; speed: tanh nets on digits)")
     p.add_argument("--preset", choices=["quick", "paper"], default="quick",
                    help="quick: 2 CPU cores, minutes; paper: the paper's grid, for a GPU")
     p.add_argument("--backend", choices=list(BACKENDS), default=None,
