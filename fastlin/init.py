@@ -27,7 +27,11 @@ def as_generator(rng) -> np.random.Generator:
     """Return a ``numpy.random.Generator`` from a seed, a Generator or None."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng must be a non-negative int seed, got {rng}")
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be an int seed, a numpy.random.Generator or None, got {type(rng).__name__}")
 

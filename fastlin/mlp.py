@@ -175,7 +175,13 @@ def _check_biases(biases, dims):
 
 def _common_dtype(arrays, dtype):
     if dtype is not None:
-        return check_dtype(dtype)
+        dtype = check_dtype(dtype)
+        limit = float(np.finfo(dtype).max)
+        for name, M in arrays:
+            if M.dtype.itemsize > dtype.itemsize and M.size and np.abs(M).max() > limit:
+                raise ValueError(f"{name} holds values beyond {dtype.name}'s range (|x| > {limit:.3g}): "
+                                 f"converting it to {dtype.name} would make them infinite")
+        return dtype
     found = {M.dtype for _, M in arrays}
     if len(found) > 1:
         listing = ", ".join(f"{name}: {M.dtype}" for name, M in arrays)
@@ -209,21 +215,25 @@ def _check_eval(eval_every, eval_at, steps, X_test, Y_test, stop_accuracy) -> li
         schedule = sorted({int(t) for t in at if t <= steps})
     if (X_test is None) != (Y_test is None):
         raise ValueError("X_test and Y_test go together: pass both or neither")
-    if X_test is not None and schedule is None:
-        raise ValueError("the test set is evaluated on a schedule: pass eval_every or eval_at too")
+    if X_test is not None and not schedule:
+        raise ValueError("the test set is evaluated on a schedule: pass eval_every or eval_at too "
+                         f"(with steps in [0, {steps}])")
     if stop_accuracy is not None:
         if isinstance(stop_accuracy, bool) or not isinstance(stop_accuracy, numbers.Real) \
                 or not 0 < stop_accuracy <= 1:
             raise ValueError(f"stop_accuracy must be a number in (0, 1], got {stop_accuracy!r}")
-        if schedule is None:
-            raise ValueError("stop_accuracy is checked at evaluations: pass eval_every or eval_at too")
+        if not schedule:
+            raise ValueError("stop_accuracy is checked at evaluations: pass eval_every or eval_at too "
+                             f"(with steps in [0, {steps}])")
     return schedule
 
 
 def _seed(rng) -> int:
     """The batch generator's 64-bit seed: an int seed itself, else drawn from a Generator (None: fresh)."""
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return int(rng) % 2**64
+        if not 0 <= rng < 2**64:
+            raise ValueError(f"rng must be an int seed in [0, 2**64), got {rng}")
+        return int(rng)
     return int(as_generator(rng).integers(2**63))
 
 
@@ -273,6 +283,8 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
     arrays += [] if biases is None else [(f"b_{i}", b) for i, b in enumerate(biases, start=1)]
     arrays += [] if X_test is None else [("X_test", X_test), ("Y_test", Y_test)]
     dtype = _common_dtype(arrays, dtype)
+    if not 0 < lr <= float(np.finfo(dtype).max) or dtype.type(lr) == 0:
+        raise ValueError(f"lr = {lr!r} is not a positive finite {dtype.name}")
     seed = _seed(rng)
     kernel = get_mlp_backend(backend)
 

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from .experiments.speed import median_tau
+from .experiments.speed import median_tau, shared_settings
 
 INIT_STYLES = {"gaussian": ("C1", "-", "o", "Gaussian"), "orthogonal": ("C0", "--", "s", "orthogonal")}
 FORMATS = ("png", "pdf")
@@ -39,9 +39,9 @@ def speed_figure(records, stem) -> list[Path]:
     records = list(records)
     if not records:
         raise ValueError("no records to draw")
+    settings = shared_settings(records)
     shapes = _shapes_in_panel_order(records)
-    cap = max(r["config"]["max_steps"] for r in records)
-    threshold = records[0]["config"]["threshold"]
+    cap, threshold = settings["max_steps"], settings["threshold"]
     never = cap * _NEVER_FACTOR
     cols = min(4, len(shapes))
     rows = math.ceil(len(shapes) / cols)
@@ -79,7 +79,8 @@ def speed_figure(records, stem) -> list[Path]:
     for ax in axes.flat[len(shapes):]:
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"Training speed on digits (tanh, $\\sigma_w^2$ = 1.05, batch 128)\n"
+    fig.suptitle(f"Training speed on digits (tanh, $\\sigma_w^2$ = {settings['sigma_w2']:g}, "
+                 f"batch {settings['batch_size']})\n"
                  f"step cap {cap}; median over seeds (line), seeds (points)", fontsize=10)
     return _save(fig, stem)
 

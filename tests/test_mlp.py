@@ -234,6 +234,8 @@ def test_float32_stays_float32(rng):
     assert result.dtype == "float32" and all(w.dtype == np.float32 for w in result.weights + result.biases)
     converted = fastlin.train_mlp(W, b, X.astype(np.float64), Y, lr=0.1, steps=3, backend="numpy", dtype=np.float32)
     np.testing.assert_array_equal(converted.loss, result.loss)
+    on_cpu = fastlin.train_mlp(W, b, X, Y, lr=0.1, steps=3, backend="cpu")
+    assert on_cpu.dtype == "float32" and all(w.dtype == np.float32 for w in on_cpu.weights + on_cpu.biases)
 
 
 def _bad_calls(rng):
@@ -244,6 +246,8 @@ def _bad_calls(rng):
     nan_X = X.copy()
     nan_X[0, 0] = np.nan
     soft_Y = Y * 0.5
+    big_X = X.copy()
+    big_X[0, 0] = 1e39
     two_hot = Y.copy()
     two_hot[:, 0] = 1
     return ok, [
@@ -284,7 +288,13 @@ def _bad_calls(rng):
         (dict(eval_at=3), TypeError, "eval_at"),
         (dict(stop_accuracy=1.5, eval_every=1), ValueError, "stop_accuracy"),
         (dict(rng="seed", batch_size=2), TypeError, "rng"),
+        (dict(rng=-1, batch_size=2), ValueError, "rng"),
         (dict(dtype=np.float16), TypeError, "dtype"),
+        (dict(X=big_X, dtype=np.float32), ValueError, "float32's range"),
+        (dict(lr=1e39, dtype=np.float32), ValueError, "lr"),
+        (dict(lr=1e-50, dtype=np.float32), ValueError, "lr"),
+        (dict(eval_at=[], stop_accuracy=0.5), ValueError, "stop_accuracy"),
+        (dict(eval_at=[5], X_test=X, Y_test=Y), ValueError, "test set"),
     ]
 
 

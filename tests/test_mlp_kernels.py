@@ -79,6 +79,7 @@ def test_net_without_biases_keeps_them_zero(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least two threads")
 def test_results_do_not_depend_on_the_thread_count(rng, dtype):
     """Wide enough for every product to be split among threads; one thread and all give the same bits."""
     dims = [64, 160, 96, 10]
@@ -95,11 +96,13 @@ def test_results_do_not_depend_on_the_thread_count(rng, dtype):
             runs.append((loss, cpu.weights(state), state.threads()))
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert runs[0][2] == 1 and runs[1][2] > 1  # the second run really used several threads
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     for a, c in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least two threads")
 def test_one_thread_and_all_threads_give_the_same_bits(rng):
     """Force both paths of one state (the chooser picks by timing) and compare."""
     dims = [64, 128, 128, 10]
@@ -111,7 +114,39 @@ def test_one_thread_and_all_threads_give_the_same_bits(rng):
     losses = [np.empty(4), np.empty(4)]
     for state, loss in zip(states, losses):
         cpu.run_steps(state, loss)
+    assert states[0].threads() == 1 and states[1].threads() > 1
     np.testing.assert_array_equal(*losses)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_edge_runs_are_the_reference(rng, dtype):
+    """steps = 0, a batch of one sample and a batch of all of them, on both backends."""
+    W, b, X, Y = problem(rng, 3, dtype, "cross_entropy")
+    n = X.shape[1]
+    for steps, batch in ((0, None), (0, n), (5, 1), (5, n)):
+        ref, got = (fastlin.train_mlp(W, b, X, Y, lr=0.05, steps=steps, batch_size=batch, rng=3, eval_every=1,
+                                      backend=backend) for backend in ("numpy", "cpu"))
+        assert got.loss.shape == (steps + 1,) and got.steps_run == ref.steps_run == steps
+        np.testing.assert_allclose(got.loss, ref.loss, rtol=RTOL[dtype])
+        for a, c in zip(got.weights + got.biases, ref.weights + ref.biases):
+            assert a.dtype == dtype
+            assert_close(a, c, RTOL[dtype])
+        np.testing.assert_array_equal(got.eval_steps, np.arange(steps + 1))
+
+
+def test_float32_divergence_is_found_at_the_same_step_on_both_backends(rng):
+    """A float32 residual whose square overflows float32 is still a finite float64 loss on both backends."""
+    W, b = fastlin.init_mlp([6, 20, 20, 4], "gaussian", rng=rng, dtype=np.float32)
+    X = rng.standard_normal((6, 30)).astype(np.float32)
+    Y = rng.standard_normal((4, 30)).astype(np.float32)
+    runs = [fastlin.train_mlp(W, b, X, Y, activation="linear", loss="mse", lr=1e6, steps=6, backend=backend)
+            for backend in ("numpy", "cpu")]
+    assert runs[0].status == runs[1].status == "diverged"
+    assert runs[0].steps_run == runs[1].steps_run
+    finite = np.isfinite(runs[0].loss)
+    np.testing.assert_array_equal(finite, np.isfinite(runs[1].loss))
+    assert np.max(runs[0].loss[finite]) > np.finfo(np.float32).max ** 0.5  # past float32's squares
+    np.testing.assert_allclose(runs[1].loss[finite], runs[0].loss[finite], rtol=1e-4)
 
 
 def test_tanh_is_numpys_to_a_few_ulp():

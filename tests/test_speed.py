@@ -91,6 +91,23 @@ def test_speed_summary_reads_medians_over_seeds():
     assert "never" in text and "L = 32, m = 64" in text
 
 
+def test_records_of_different_experiments_are_not_pooled(tmp_path):
+    records = [_record("gaussian", 4, 8, 0.1, 0, 10), _record("gaussian", 4, 8, 0.1, 1, 20, max_steps=200)]
+    with pytest.raises(ValueError, match="max_steps"):
+        speed_summary(records)
+    with pytest.raises(ValueError, match="max_steps"):
+        speed_figure(records, tmp_path / "speed")
+
+
+@pytest.mark.parametrize("change", [dict(depth=0), dict(width=-1), dict(max_steps=0), dict(batch_size=1.5),
+                                    dict(threshold=0.0)])
+def test_bad_speed_configs_raise(change):
+    with pytest.raises(ValueError, match=next(iter(change))):
+        SpeedConfig(**{**dict(init="gaussian", depth=4, width=8, lr=0.1, seed=0), **change})
+    with pytest.raises(ValueError, match="max_steps"):
+        eval_schedule(-1)
+
+
 def test_summary_file_and_figure_from_records(tmp_path):
     records = [_record(init, d, w, lr, s, None if lr > 0.5 and init == "gaussian" else int(10 / lr) + s)
                for init in ("gaussian", "orthogonal") for d, w in ((8, 32), (16, 32), (8, 64))

@@ -71,6 +71,14 @@ class SpeedConfig:
     sigma_b2: float = SIGMA_B2
     dtype: str = "float32"
 
+    def __post_init__(self):
+        for name in ("depth", "width", "batch_size", "max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"SpeedConfig.{name} must be an int >= 1, got {value!r}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"SpeedConfig.threshold must lie in (0, 1], got {self.threshold!r}")
+
     @property
     def key(self) -> str:
         """A readable id, unique within a preset."""
@@ -94,6 +102,8 @@ def eval_schedule(max_steps: int, dense: int = 10, growth: float = 1.2) -> list[
     10 + log(max_steps / dense) / log(growth) evaluations: an evaluation is a
     forward pass over the whole training split, ~3.7 steps' work at batch 128.
     """
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
+        raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}")
     steps = list(range(min(dense, max_steps) + 1))
     while steps[-1] < max_steps:
         steps.append(min(max_steps, max(steps[-1] + 1, math.ceil(steps[-1] * growth))))
@@ -147,13 +157,31 @@ def median_tau(taus) -> float:
     return float(np.median([math.inf if t is None else t for t in taus]))
 
 
+# What every record pooled into one median must share, besides init, depth, width and rate.
+SHARED_SETTINGS = ("batch_size", "max_steps", "threshold", "sigma_w2", "sigma_b2", "dtype")
+
+
+def shared_settings(records) -> dict:
+    """The settings of SHARED_SETTINGS common to all records; a ValueError naming the first that differs."""
+    settings = {}
+    for name in SHARED_SETTINGS:
+        values = sorted({str(r["config"].get(name)) for r in records})
+        if len(values) > 1:
+            raise ValueError(f"the records mix {name} = {', '.join(values)}: medians over seeds would pool "
+                             "different experiments; summarize or draw them apart")
+        settings[name] = records[0]["config"].get(name) if records else None
+    return settings
+
+
 def speed_summary(records) -> dict:
     """Per "init/L{depth}/m{width}": max_trainable_lr, min_tau, tau_at_lr (median tau over seeds per rate).
 
     A rate counts as trainable when the median seed reaches the threshold
     within the step cap; ``tau_at_lr`` maps each rate to that median (None:
     never). ``max_trainable_lr`` and ``min_tau`` are None where no rate trains.
+    All records must share the settings of SHARED_SETTINGS (a ValueError otherwise).
     """
+    shared_settings(records)
     groups: dict = {}
     for rec in records:
         c = rec["config"]

@@ -65,7 +65,8 @@ def objective(f, Y, loss):
         grad = (np.exp(f - lse) - Y) / f.dtype.type(B)
     elif loss == MSE:
         E = f - Y
-        per_example = 0.5 * (E * E).sum(axis=0)
+        E64 = E.astype(np.float64)  # a float32 residual past 1.8e19 squares to inf in float32
+        per_example = 0.5 * (E64 * E64).sum(axis=0)
         grad = E / f.dtype.type(B)
     else:
         raise ValueError(f"unknown loss code {loss}")
