@@ -40,3 +40,45 @@ def test_user_choices_are_kept():
     features = get_host_cpu_features()
     assert not _used("import fastlin", NUMBA_CPU_FEATURES=features)
     assert not _used("import numba\nnumba.njit(lambda: 1)()\nimport fastlin")
+
+
+def _compile_levels(monkeypatch, user_level):
+    """The optimization levels Numba's pass managers saw while a fresh fastlin dispatcher compiled, and OPT after."""
+    import numba
+    from numba.core import codegen
+
+    from fastlin.kernels import options
+
+    seen = []
+    original = codegen.CPUCodegen._module_pass_manager
+
+    def spy(self, **kwargs):
+        seen.append(int(numba.config.OPT))
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(codegen.CPUCodegen, "_module_pass_manager", spy)
+    monkeypatch.setattr(numba.config, "OPT", type(numba.config.OPT)(user_level))
+    before = numba.config.OPT
+
+    def add_one(x):
+        return x + 1
+
+    # Not cached: every run of the test compiles.
+    kernel = options._PlainTypesDispatcher(py_func=add_one, locals={},
+                                           targetoptions={"nopython": True, "fastmath": set(options.FASTMATH)})
+    assert kernel(41) == 42
+    return seen, numba.config.OPT is before
+
+
+def test_kernels_compile_at_kernel_opt_and_leave_numbas_level_alone(monkeypatch):
+    from fastlin.kernels.options import KERNEL_OPT
+
+    seen, restored = _compile_levels(monkeypatch, 3)
+    assert seen and set(seen) == {KERNEL_OPT}
+    assert restored
+
+
+def test_a_lower_level_the_user_set_is_kept(monkeypatch):
+    seen, restored = _compile_levels(monkeypatch, 1)
+    assert seen and set(seen) == {1}
+    assert restored

@@ -26,7 +26,7 @@ Numba's cache checks only the source file of each cached function, but the
 kernels read constants and helpers from other files (``tuning``, ``llvm``,
 sibling modules). ``drop_stale_cache`` therefore keeps one digest of the
 kernel sources (every file under ``kernels/`` that defines compiled code,
-and ``tuning.py``) beside each cache directory and drops the kernels'
+``tuning.py`` and this file) beside each cache directory and drops the kernels'
 cached machine code when it changes.
 """
 
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numba
 from numba.core import caching, registry, types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
 from numba.core.codegen import get_host_cpu_features
 
@@ -87,7 +88,7 @@ def _sources_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(KERNELS.rglob("*.py")):
         text = path.read_bytes()
-        if path.name == "tuning.py" or any(mark in text for mark in _COMPILED_MARKS):
+        if path.name in ("tuning.py", "options.py") or any(mark in text for mark in _COMPILED_MARKS):
             digest.update(str(path.relative_to(KERNELS)).encode())
             digest.update(text)
     return digest.hexdigest()
@@ -133,7 +134,28 @@ def drop_stale_cache() -> int:
 
 drop_stale_cache()
 
-class _PlainTypesDispatcher(CPUDispatcher):
+# LLVM's optimization level for fastlin's kernels (Numba's NUMBA_OPT, 3 by
+# default, is process-wide and stays as the user set it for other code). At
+# 2 the float64 kernel compiled in 26 s instead of 35 s with steps as fast
+# (the kernels' hot loops are written in explicit vectors; docs/performance.md).
+KERNEL_OPT = 2
+
+
+class _KernelDispatcher(CPUDispatcher):
+    """A CPU dispatcher that compiles at KERNEL_OPT: Numba reads its optimization level when it builds a pass manager."""
+
+    def compile(self, sig):
+        with global_compiler_lock:
+            saved = numba.config.OPT
+            if int(saved) > KERNEL_OPT and not getattr(saved, "is_opt_max", False):
+                numba.config.OPT = type(saved)(KERNEL_OPT)
+            try:
+                return super().compile(sig)
+            finally:
+                numba.config.OPT = saved
+
+
+class _PlainTypesDispatcher(_KernelDispatcher):
     """A CPU dispatcher that builds a call from compiled code for the arguments' plain types.
 
     Numba compiles a callee once per distinct argument types, and a literal
@@ -150,15 +172,20 @@ class _PlainTypesDispatcher(CPUDispatcher):
                                          {k: types.unliteral(v) for k, v in kws.items()})
 
 
-specialized = numba.njit(nogil=True, cache=True, fastmath=set(FASTMATH))
-"""``njit`` with fastlin's options, built anew for each pattern of literal arguments (the small tile kernels)."""
+def _dispatcher(kind, func):
+    if numba.config.DISABLE_JIT:
+        return func
+    dispatcher = kind(py_func=func, locals={},
+                      targetoptions={"nopython": True, "nogil": True, "fastmath": set(FASTMATH)})
+    dispatcher.enable_caching()
+    return dispatcher
+
+
+def specialized(func):
+    """``njit`` with fastlin's options, built anew for each pattern of literal arguments (the small tile kernels)."""
+    return _dispatcher(_KernelDispatcher, func)
 
 
 def serial(func):
     """``njit`` with fastlin's options (module docstring), built once per plain argument types."""
-    if numba.config.DISABLE_JIT:
-        return func
-    dispatcher = _PlainTypesDispatcher(py_func=func, locals={},
-                                       targetoptions={"nopython": True, "nogil": True, "fastmath": set(FASTMATH)})
-    dispatcher.enable_caching()
-    return dispatcher
+    return _dispatcher(_PlainTypesDispatcher, func)
