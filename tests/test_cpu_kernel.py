@@ -261,6 +261,37 @@ def test_cpu_chains_at_recorded_steps(t):
         np.testing.assert_allclose(xa, xb, rtol=1e-10, atol=1e-12 * np.max(np.abs(xb)))
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+@pytest.mark.parametrize("dims, n", [([40, 256, 256, 512, 12], 16), ([23, 37, 5, 41, 7], 9), ([20, 16], 6)])
+def test_cpu_chains_at_both_pass_directions_on_fresh_nets(rng, dims, n, dtype, tol):
+    """chains() after an upward pass (prefix side cached) and a downward one (prefix side recomputed, compiled)."""
+    Ws, X, Y = random_problem(rng, dims, n)
+    Ws, X, Y = [W.astype(dtype) for W in Ws], X.astype(dtype), Y.astype(dtype)
+    lr = 0.3 * fastlin.theorem_lr(X.astype(np.float64), len(dims) - 1, dims[-1])
+    for t in (1, 2):  # one step ends upward, the next downward
+        a = fastlin.train(Ws, X, Y, lr=lr, steps=t, record=[t], backend="cpu")
+        V = to_normalized(a.weights, a.dims, np.float64)
+        A, B = reference.prefix_chain(V, X.astype(np.float64)), reference.suffix_chain(V)
+        for got, want in zip(a.chains[t].A + a.chains[t].B, A + B):
+            assert got.dtype == dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least two threads")
+def test_recomputed_chains_are_the_same_bits_on_one_thread_and_all(rng):
+    dims, n = [40, 256, 256, 512, 12], 16
+    Ws, X, Y = random_problem(rng, dims, n)
+    V = to_normalized(Ws, dims, np.float64)
+    got = []
+    for mode in ("one", "all"):
+        state = cpu.init_state(V, X, Y, layer_rates(1e-3, dims))
+        assert state.ranges > 1 and state.phase == 0  # split net; the prefix side is recomputed
+        state.mode = mode
+        got.append(cpu.chains(state)[0])
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("dims, n", [
     ([40, 33, 33, 33, 12], 16),   # d_y < n, ranges of 16 and 17 rows

@@ -89,12 +89,13 @@ def first_layer(V1_start, S_T, X):
         return V1_start - S_T.T @ X.T
 
 
-def read_chains(V, X, phase, A_level, B_level, E):
+def read_chains(V, X, phase, A_level, B_level, E, prefix=prefix_chain):
     """Chains (A_1..A_{L+1}, B_0..B_L, E) at the current step: the cached side read, the other recomputed.
 
     After an upward pass (``phase`` 1) the new halves of A2 hold the prefix
     chains A(t); after a downward pass (``phase`` 0) the new halves of B2
-    hold B_1..B_L (B_0 = B_1 V_1 is not formed by the kernels).
+    hold B_1..B_L (B_0 = B_1 V_1 is not formed by the kernels), and
+    ``prefix(V, X)`` recomputes A_1..A_{L+1} (a backend may pass compiled code).
     """
     n, dy = X.shape[1], E.shape[0]
     L = len(V)
@@ -103,7 +104,7 @@ def read_chains(V, X, phase, A_level, B_level, E):
             A = [A_level(j)[n:].T.copy() for j in range(L + 1)]
             B = suffix_chain(V)
         else:
-            A = prefix_chain(V, X)
+            A = prefix(V, X)
             B = [B_level(j)[dy:].copy() for j in range(L + 1)]
             B[0] = B[1] @ V[0]
     return A, B, np.array(E)

@@ -57,7 +57,7 @@ import numpy as np
 from .. import host
 from ..reference import half_squared_norm
 from .layout import Data, Net, Scratch, line_aligned, row_stride
-from .passes import run_chunk
+from .passes import prefix_chains, run_chunk
 from .threads import FLAG_STRIDE, chooser, run_on_threads, splits
 
 __all__ = ["State", "StoredWeights", "chains", "empty_weights", "init_state", "prepare", "run_steps", "splits",
@@ -213,9 +213,22 @@ def weights(state: State):
 
 
 def chains(state: State):
-    """Chains at the current step: the cached side is read, the other recomputed."""
+    """Chains at the current step: the cached side is read, the other recomputed (the prefix side compiled)."""
     V = [state.layer(k) for k in range(len(state.dims) - 1)]
-    return host.read_chains(V, state.X, state.phase, state._A_level, state._B_level, state.E)
+
+    def prefix(V, X):
+        n = X.shape[1]
+        aoff = host.level_offsets(state.dims, n)
+        A = np.empty(aoff[-1], dtype=state.V.dtype)
+        A[:aoff[1]] = X.T.ravel()
+        # The net's row ranges on their threads, unless one thread is forced or all Numba may use now are fewer.
+        T = state.ranges if state.mode != "one" and numba.get_num_threads() >= state.ranges else 1
+        flags = np.zeros(T * FLAG_STRIDE, dtype=np.int64)
+        V1 = np.ascontiguousarray(V[0])
+        run_on_threads(T, lambda t: prefix_chains(t, T, flags, state.V, state.voff, state.dims, V1, A, aoff, n))
+        return [A[aoff[j]:aoff[j + 1]].reshape(n, -1).T for j in range(len(state.dims))]
+
+    return host.read_chains(V, state.X, state.phase, state._A_level, state._B_level, state.E, prefix)
 
 
 def prepare(dtype="float64") -> None:

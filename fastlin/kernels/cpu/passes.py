@@ -20,7 +20,7 @@ from ..options import serial
 from .layout import level, stored_layer, swept_by_columns
 from .strips import down_chain_blocks, down_layer_cols, down_layer_rows
 from .threads import barrier, thread_range, unit_range
-from .tiles import add_product, set_block, small_product_t, up_layer
+from .tiles import add_product, set_block, small_product_t, up_chain, up_layer
 
 
 @serial
@@ -223,3 +223,26 @@ def run_chunk(t, T, R, flags, net, data, scratch, phase, loss_out, loss_stop, re
             done, status = i + 1, CONVERGED
             break
     result[0], result[1], result[2] = done, status, phase
+
+
+@serial
+def prefix_chains(t, T, flags, V, voff, dims, V1, A, aoff, n):
+    """Thread t of T: its rows of the prefix chains of the current weights, into A's levels 1..L.
+
+    Level j holds A_{j+1}^T, (n, d_j), from level 0 (X^T): level 1 = X^T V1^T
+    with V1 the first layer as it is now, level k + 1 from the stored layer
+    k. For ``chains()`` after a downward pass, when the kernel holds only the
+    suffix side; the upward sweep's tile kernel does the products (NumPy's
+    BLAS does these skinny ones at a third of its rate). Rows are split as in
+    the passes (``unit_range``), so any T gives the same bits; the threads
+    meet after each layer.
+    """
+    epoch = np.int64(0)
+    lo, hi = unit_range(dims[1], t, T)
+    up_chain(V1, level(A, aoff, dims, 0, n), level(A, aoff, dims, 1, n), lo, hi, A, 0, 0)
+    epoch = barrier(flags, t, T, epoch)
+    for k in range(1, len(dims) - 1):
+        lo, hi = unit_range(dims[k + 1], t, T)
+        up_chain(stored_layer(V, voff, dims, k), level(A, aoff, dims, k, n), level(A, aoff, dims, k + 1, n),
+                 lo, hi, A, 0, 0)
+        epoch = barrier(flags, t, T, epoch)
