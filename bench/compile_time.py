@@ -1,6 +1,9 @@
 """Where the first use's compile time goes: Numba's compile events per function, from an empty cache.
 
-    python bench/compile_time.py [--dtype float64|float32] [--top 25]
+    python bench/compile_time.py [--dtype float64|float32] [--top 25] [--opt 3]
+
+``--opt`` builds the kernels at another LLVM level than ``options.KERNEL_OPT``
+(run it alternately with and without to compare).
 
 Runs ``fastlin.prepare("cpu", dtype)`` in a fresh Python process whose Numba
 cache is a new empty directory (NUMBA_CACHE_DIR), so everything compiles,
@@ -26,6 +29,9 @@ _CHILD = r"""
 import json, sys, time
 started = time.perf_counter()
 import fastlin
+if len(sys.argv) > 2:
+    import fastlin.kernels.options
+    fastlin.kernels.options.KERNEL_OPT = int(sys.argv[2])
 from numba.core.event import install_recorder
 imported = time.perf_counter()
 with install_recorder("numba:compile") as rec:
@@ -50,9 +56,10 @@ print(json.dumps({"import": imported - started, "prepare": done - imported, "row
 """
 
 
-def measure(dtype: str, cache: str) -> dict:
+def measure(dtype: str, cache: str, opt=None) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-    out = subprocess.run([sys.executable, "-c", _CHILD, dtype], env=env, check=True,
+    command = [sys.executable, "-c", _CHILD, dtype] + ([] if opt is None else [str(opt)])
+    out = subprocess.run(command, env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -61,13 +68,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--top", type=int, default=25, help="rows of the table (default 25)")
+    parser.add_argument("--opt", type=int, choices=(0, 1, 2, 3), default=None,
+                        help="LLVM level for the kernels instead of options.KERNEL_OPT")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fastlin-numba-cache-") as cache:
         started = time.perf_counter()
-        cold = measure(args.dtype, cache)
+        cold = measure(args.dtype, cache, args.opt)
         cold_wall = time.perf_counter() - started
         started = time.perf_counter()
-        warm = measure(args.dtype, cache)
+        warm = measure(args.dtype, cache, args.opt)
         warm_wall = time.perf_counter() - started
     rows = sorted(cold["rows"].items(), key=lambda item: -item[1][2])
     print(f"fastlin.prepare('cpu', {args.dtype!r}) from an empty Numba cache: "

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from .init import INITS, as_generator, init_weights
 from .kernels.mlp import ACTIVATIONS, COMPLETED, CROSS_ENTROPY, DIVERGED, LOSSES, Setup
 from .kernels.tuning import CHUNK_SECONDS
-from .model import check_dims, check_dtype, check_finite, check_lr, check_positive_int, check_steps, weight_dims
+from .model import (check_data_shapes, check_dims, check_dtype, check_finite, check_lr, check_positive_int, check_steps,
+                    common_dtype, weight_dims)
 
 # One explicit dispatch table; modules load on first use.
 MLP_BACKENDS = {
@@ -138,15 +139,7 @@ def _check_data(X, Y, dims, loss_code, names) -> np.ndarray:
     """Shapes and values of a data set; returns its labels (argmax of each column of Y)."""
     _check_matrix(X, names[0])
     _check_matrix(Y, names[1])
-    if X.shape[0] != dims[0]:
-        raise ValueError(f"{names[0]} has {X.shape[0]} rows but W_1 takes d_0 = {dims[0]} inputs")
-    if Y.shape[0] != dims[-1]:
-        raise ValueError(f"{names[1]} has {Y.shape[0]} rows but W_L gives d_L = {dims[-1]} outputs")
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same number of columns (samples), "
-                         f"got {X.shape[1]} and {Y.shape[1]}")
-    if X.shape[1] < 1:
-        raise ValueError(f"{names[0]} and {names[1]} need at least one column (sample)")
+    check_data_shapes(X, Y, dims, names)
     if loss_code == CROSS_ENTROPY:
         ones = (Y == 1).sum(axis=0)
         if not (np.all((Y == 0) | (Y == 1)) and np.all(ones == 1)):
@@ -171,22 +164,6 @@ def _check_biases(biases, dims):
             raise TypeError(f"b_{i} has dtype {b.dtype}; fastlin trains in float64 or float32")
         check_finite(b, f"b_{i}")
     return list(biases)
-
-
-def _common_dtype(arrays, dtype):
-    if dtype is not None:
-        dtype = check_dtype(dtype)
-        limit = float(np.finfo(dtype).max)
-        for name, M in arrays:
-            if M.dtype.itemsize > dtype.itemsize and M.size and np.abs(M).max() > limit:
-                raise ValueError(f"{name} holds values beyond {dtype.name}'s range (|x| > {limit:.3g}): "
-                                 f"converting it to {dtype.name} would make them infinite")
-        return dtype
-    found = {M.dtype for _, M in arrays}
-    if len(found) > 1:
-        listing = ", ".join(f"{name}: {M.dtype}" for name, M in arrays)
-        raise TypeError(f"mixed dtypes ({listing}); convert them or pass dtype= explicitly")
-    return found.pop()
 
 
 def _check_batch_size(batch_size, n):
@@ -282,7 +259,7 @@ def train_mlp(weights, biases, X, Y, *, activation="tanh", loss="cross_entropy",
     arrays = [("X", X), ("Y", Y)] + [(f"W_{i}", W) for i, W in enumerate(weights, start=1)]
     arrays += [] if biases is None else [(f"b_{i}", b) for i, b in enumerate(biases, start=1)]
     arrays += [] if X_test is None else [("X_test", X_test), ("Y_test", Y_test)]
-    dtype = _common_dtype(arrays, dtype)
+    dtype = common_dtype(arrays, dtype)
     if not 0 < lr <= float(np.finfo(dtype).max) or dtype.type(lr) == 0:
         raise ValueError(f"lr = {lr!r} is not a positive finite {dtype.name}")
     seed = _seed(rng)

@@ -78,41 +78,62 @@ def check_finite(array: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
 
 
+def check_data_shapes(X, Y, dims, names=("X", "Y")) -> None:
+    """X of shape (d_0, n) and Y of shape (d_L, n) with n >= 1, for a net of widths ``dims``."""
+    x, y = names
+    if X.shape[0] != dims[0]:
+        raise ValueError(f"{x} has {X.shape[0]} rows but W_1 takes d_0 = {dims[0]} inputs")
+    if Y.shape[0] != dims[-1]:
+        raise ValueError(f"{y} has {Y.shape[0]} rows but W_L gives d_L = {dims[-1]} outputs")
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"{x} and {y} must have the same number of columns (samples), "
+                         f"got {X.shape[1]} and {Y.shape[1]}")
+    if X.shape[1] < 1:
+        raise ValueError(f"{x} and {y} need at least one column (sample)")
+
+
+def common_dtype(arrays, dtype=None) -> np.dtype:
+    """The float dtype of ``arrays`` ((name, array) pairs), all alike, or ``dtype`` to convert them to.
+
+    Converting to a narrower dtype must not overflow: a value beyond its
+    range would become infinite, and the run a false "divergence"
+    (non-finite values are left to ``check_finite``).
+    """
+    for name, M in arrays:
+        if M.dtype not in DTYPES:
+            raise TypeError(f"{name} has dtype {M.dtype}; fastlin trains in float64 or float32")
+    if dtype is None:
+        found = {M.dtype for _, M in arrays}
+        if len(found) > 1:
+            listing = ", ".join(f"{name}: {M.dtype}" for name, M in arrays)
+            raise TypeError(f"mixed dtypes ({listing}); convert them or pass dtype= explicitly")
+        return np.dtype(found.pop())
+    dtype = check_dtype(dtype)
+    limit = float(np.finfo(dtype).max)
+    for name, M in arrays:
+        if M.dtype.itemsize > dtype.itemsize and M.size and limit < max(M.max(), -M.min()) < math.inf:
+            raise ValueError(f"{name} holds values beyond {dtype.name}'s range (|x| > {limit:.3g}): "
+                             f"converting it to {dtype.name} would make them infinite")
+    return dtype
+
+
 def check_problem(weights, X, Y, dtype=None):
     """Validate a training problem; return ``(dims, dtype)``.
 
     Checks the shape chain of the weights, X of shape (d_0, n) and Y of shape
     (d_L, n), one float dtype shared by all arrays (or ``dtype`` given, to
-    convert explicitly), and finiteness.
+    convert explicitly, within its range), and finiteness.
     """
     dims = weight_dims(weights)
     for name, M in (("X", X), ("Y", Y)):
         if not isinstance(M, np.ndarray) or M.ndim != 2:
             raise TypeError(f"{name} must be a 2-D numpy array")
-    if X.shape[0] != dims[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but W_1 takes d_0 = {dims[0]} inputs")
-    if Y.shape[0] != dims[-1]:
-        raise ValueError(f"Y has {Y.shape[0]} rows but W_L gives d_L = {dims[-1]} outputs")
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"X and Y must have the same number of columns (samples), "
-                         f"got {X.shape[1]} and {Y.shape[1]}")
-    if X.shape[1] < 1:
-        raise ValueError("X and Y need at least one column (sample)")
+    check_data_shapes(X, Y, dims)
     arrays = [("X", X), ("Y", Y)] + [(f"W_{i}", W) for i, W in enumerate(weights, start=1)]
-    found = {M.dtype for _, M in arrays}
-    for name, M in arrays:
-        if M.dtype not in DTYPES:
-            raise TypeError(f"{name} has dtype {M.dtype}; fastlin trains in float64 or float32")
-    if dtype is None:
-        if len(found) > 1:
-            listing = ", ".join(f"{name}: {M.dtype}" for name, M in arrays)
-            raise TypeError(f"mixed dtypes ({listing}); convert them or pass dtype= explicitly")
-        dtype = found.pop()
-    else:
-        dtype = check_dtype(dtype)
+    dtype = common_dtype(arrays, dtype)
     for name, M in arrays:
         check_finite(M, name)
-    return dims, np.dtype(dtype)
+    return dims, dtype
 
 
 def check_lr(lr) -> float:

@@ -161,6 +161,7 @@ def good_problem():
     (lambda W, X, Y, kw: (W, X, Y, {**kw, "rtol_stop": 2.0}), ValueError, "rtol_stop"),
     (lambda W, X, Y, kw: (W, X.astype(np.float32), Y, kw), TypeError, "mixed dtypes"),
     (lambda W, X, Y, kw: (W, X.astype(np.int64), Y, kw), TypeError, "dtype"),
+    (lambda W, X, Y, kw: (W, np.where(X > 0, 1e39, X), Y, {**kw, "dtype": np.float32}), ValueError, "float32's range"),
     (lambda W, X, Y, kw: ([], X, Y, kw), TypeError, "non-empty"),
     (lambda W, X, Y, kw: (W, X.ravel(), Y, kw), TypeError, "2-D"),
 ])
