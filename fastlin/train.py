@@ -169,7 +169,9 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
         # Normalized straight into the kernel's own layout, each layer just
         # before the state's first pass over it reads it (still in cache).
         V = kernel.empty_weights(dims, dtype)
-        V.fill = lambda k: normalize_layer(weights[k], dims[k + 1], V[k])
+        # (fill gets the layer as an argument: a closure over V would make a
+        # reference cycle that kept the buffer alive until a garbage collection.)
+        V.fill = lambda k, out: normalize_layer(weights[k], dims[k + 1], out)
     else:
         V = to_normalized(weights, dims, dtype)
     with one_blas_thread():  # the host's products are skinny (kernels/host.py)

@@ -1,10 +1,13 @@
 """The NumPy reference trainer and the driver (issue: foundation)."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
 import fastlin
-from fastlin.kernels import reference
+from fastlin.kernels import load_backend, reference
 from fastlin.model import to_normalized
 from helpers import direct_gd, direct_grads, direct_loss, random_problem, rel_err
 
@@ -74,6 +77,33 @@ def test_inputs_unchanged(rng):
     result = fastlin.train(Ws, X, Y, lr=1e-2, steps=5)
     assert all(np.array_equal(a, b) for a, b in zip(Ws + [X, Y], copies))
     assert not np.array_equal(result.weights[0], Ws[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_state_freed_on_return(backend, rng, monkeypatch):
+    """The state and its buffers die with the call, without a garbage collection (a reference cycle kept
+    the cpu backend's weight buffer, the size of all weights, alive until one)."""
+    kernel = load_backend(backend)
+    refs = []
+
+    def init_state(V, X, Y, eta):
+        state = real_init_state(V, X, Y, eta)
+        refs.extend(weakref.ref(a) for a in [state, *V, getattr(V, "flat", V[0])])
+        return state
+
+    real_init_state = kernel.init_state
+    monkeypatch.setattr(kernel, "init_state", init_state)
+    Ws, X, Y = random_problem(rng, [6, 5, 5, 3], 4)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        result = fastlin.train(Ws, X, Y, lr=1e-2, steps=3, backend=backend, record=[0, 3], ntk=[1])
+        assert result.status == "completed" and refs
+        alive = [type(r()).__name__ for r in refs if r() is not None]
+        assert not alive, f"still alive after the call: {alive}"
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])

@@ -49,7 +49,7 @@ def level_offsets(dims, rows) -> np.ndarray:
 def start_chains(A_level, B_level, V, X, Y, fill=None):
     """Fill the chain levels for step 0 (an upward pass) and return E(0) = f(0) - Y.
 
-    ``fill(k)``, if given, is called for k = 0..L-1 just before layer k is
+    ``fill(k, V[k])``, if given, is called for k = 0..L-1 just before layer k is
     first read (the forward pass goes first, so each layer is read while it
     is still in cache from being filled).
 
@@ -67,14 +67,14 @@ def start_chains(A_level, B_level, V, X, Y, fill=None):
     A_level(0)[:] = np.concatenate([X.T, X.T])
     B = B_level(L)
     B[:] = np.concatenate([np.eye(dy)] * 2)
-    fill = fill or (lambda k: None)
+    fill = fill or (lambda k, out: None)
     with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
-        fill(0)
+        fill(0, V[0])
         Z = V[0] @ X
         A_level(1)[n:] = Z.T
         f = Z
         for k in range(1, L):
-            fill(k)
+            fill(k, V[k])
             f = V[k] @ f
         for j in range(L - 1, 0, -1):  # B_j = B_{j+1} V_{j+1}, as reference.suffix_chain forms it
             B_below = B_level(j)

@@ -148,7 +148,7 @@ class StoredWeights(list):
 
     def __init__(self, flat, voff, dims):
         self.flat, self.voff, self.dims, self.dtype = flat, voff, np.asarray(dims, dtype=np.int64), flat.dtype
-        self.fill = None  # or a function of k that fills layer k (kernels/__init__.py)
+        self.fill = None  # or fill(k, out), writing layer k into out (kernels/__init__.py)
         super().__init__(flat[voff[k]:voff[k + 1]].reshape(int(dims[k + 1]), -1)[:, :int(dims[k])]
                          for k in range(len(dims) - 1))
 
