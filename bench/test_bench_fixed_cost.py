@@ -1,16 +1,14 @@
 """The fixed cost of ``fastlin.train`` around its steps, against one ``np.copy`` of the weights, in the same run.
 
 ``train(..., steps=0)`` validates the problem, normalizes the weights into
-the kernel's layout, forms the chains of step 0 and hands back raw weights:
-it moves every weight about twice (in and out) plus the chains' reads. The
-benchmark times it at (L, m) = (16, 1024) on the paper's data (16.8 M
-weights) next to a plain copy of the same weights, and records their ratio
+the kernel's layout (fresh memory, like the copy's), forms the chains of
+step 0 and scales the layout back in place as the raw weights it returns:
+it moves every weight about twice plus the chains' reads. The benchmark
+times it at (L, m) = (16, 1024) on the paper's data (16.8 M weights) next
+to a plain copy of the same weights, and records their ratio
 (``extra_info["x_copy"]``; the target is about 2), and the median user and
-system CPU time per call (``user_ms``, ``sys_ms``). The system time is the
-operating system handing out fresh memory (page faults, zeroing): on the
-2-core VM the same 268 MB of fresh memory cost 24-340 ms of it from one
-call to the next, depending on whether the pages had been handed back to
-the host, while ``np.copy`` in a tight loop reuses the pages it just freed.
+system CPU time per call (``user_ms``, ``sys_ms``: system time is mostly
+the operating system handing out and zeroing fresh pages).
 
     python -m pytest bench/test_bench_fixed_cost.py --benchmark-only
 """

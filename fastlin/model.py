@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -157,10 +158,46 @@ def normalize_layer(W, d_out, out) -> None:
     np.divide(W, math.sqrt(d_out), out=out, dtype=np.float64, casting="same_kind")
 
 
+def each_layer(fn, count: int, nbytes: int) -> list:
+    """[fn(k) for k in range(count)], on all of Numba's threads when ``nbytes`` (what they touch) is large.
+
+    For elementwise NumPy work on layers, which releases the GIL: the
+    threads take layers k = t, t + T, ... (``tuning.HOST_THREADS_MIN_BYTES``).
+    An exception is raised here.
+    """
+    from .kernels.tuning import HOST_THREADS_MIN_BYTES
+
+    T = 1
+    if nbytes >= HOST_THREADS_MIN_BYTES and count > 1:
+        import numba
+
+        T = min(count, numba.get_num_threads())
+    if T == 1:
+        return [fn(k) for k in range(count)]
+    out, errors = [None] * count, []
+
+    def work(t):
+        try:
+            for k in range(t, count, T):
+                out[k] = fn(k)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(1, T)]
+    for thread in threads:
+        thread.start()
+    work(0)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
 def normalize_into(weights, dims, out) -> None:
-    """out[i-1] = V_i = W_i / sqrt(d_i) for every layer (``normalize_layer``)."""
-    for i, (W, Vi) in enumerate(zip(weights, out), start=1):
-        normalize_layer(W, dims[i], Vi)
+    """out[i-1] = V_i = W_i / sqrt(d_i) for every layer (``normalize_layer``; ``each_layer``)."""
+    each_layer(lambda k: normalize_layer(weights[k], dims[k + 1], out[k]), len(out),
+               sum(np.asarray(Vi).nbytes for Vi in out))
 
 
 def to_normalized(weights, dims, dtype) -> list[np.ndarray]:
@@ -170,9 +207,20 @@ def to_normalized(weights, dims, dtype) -> list[np.ndarray]:
     return V
 
 
-def to_raw(V, dims) -> list[np.ndarray]:
-    """W_i = sqrt(d_i) V_i (inverse of :func:`to_normalized`), new C-contiguous arrays."""
-    return [np.multiply(Vi, Vi.dtype.type(math.sqrt(dims[i])), order="C") for i, Vi in enumerate(V, start=1)]
+def to_raw(V, dims, *, in_place=False) -> list[np.ndarray]:
+    """W_i = sqrt(d_i) V_i (inverse of :func:`to_normalized`), C-contiguous (``each_layer``).
+
+    New arrays; or, with ``in_place``, each V_i that is C-contiguous and
+    writable scaled where it is (for a caller that owns V and is done with
+    it: no fresh memory to fault in), the others copied.
+    """
+    def scale(k):
+        Vk, s = V[k], V[k].dtype.type(math.sqrt(dims[k + 1]))
+        if in_place and Vk.flags.c_contiguous and Vk.flags.writeable:
+            return np.multiply(Vk, s, out=Vk)
+        return np.multiply(Vk, s, order="C")
+
+    return each_layer(scale, len(V), sum(Vi.nbytes for Vi in V))
 
 
 def layer_rates(lr: float, dims) -> np.ndarray:

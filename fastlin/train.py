@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from .kernels import COMPLETED, CONVERGED, DEFAULT_BACKEND, DIVERGED, STATUS_NAMES, load_backend
 from .kernels.host import one_blas_thread
 from .kernels.tuning import CHUNK_SECONDS
-from .model import (check_dtype, check_lr, check_problem, check_steps, layer_rates, normalize_layer,
+from .model import (check_dtype, check_lr, check_problem, check_steps, layer_rates, normalize_into,
                     to_normalized, to_raw)
 
 
@@ -166,12 +166,8 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
 
     started = time.perf_counter()
     if hasattr(kernel, "empty_weights"):
-        # Normalized straight into the kernel's own layout, each layer just
-        # before the state's first pass over it reads it (still in cache).
-        V = kernel.empty_weights(dims, dtype)
-        # (fill gets the layer as an argument: a closure over V would make a
-        # reference cycle that kept the buffer alive until a garbage collection.)
-        V.fill = lambda k, out: normalize_layer(weights[k], dims[k + 1], out)
+        V = kernel.empty_weights(dims, dtype)  # normalized straight into the kernel's own layout
+        normalize_into(weights, dims, V)
     else:
         V = to_normalized(weights, dims, dtype)
     with one_blas_thread():  # the host's products are skinny (kernels/host.py)
@@ -202,7 +198,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
                 chunk *= 2
     _finish_history(loss, t, status)
     with one_blas_thread():
-        final = to_raw(kernel.weights(state), dims)
+        final = to_raw(kernel.weights(state), dims, in_place=True)  # the state is done with
     return TrainResult(loss=loss, weights=final,
                        status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
                        backend=backend, dtype=str(dtype),
@@ -294,7 +290,8 @@ def train_batch(weights_list, X, Y, *, lr, steps, backend="cuda", dtype=None, rt
     results = []
     for c in range(C):
         _finish_history(loss[c], t[c], status[c])
-        results.append(TrainResult(loss=loss[c], weights=to_raw(kernel.batch_weights(batch, c), dims_list[c]),
+        raw = to_raw(kernel.batch_weights(batch, c), dims_list[c], in_place=True)  # batch_weights: copies
+        results.append(TrainResult(loss=loss[c], weights=raw,
                                    status=STATUS_NAMES[int(status[c])], steps_run=int(t[c]),
                                    dims=dims_list[c], lr=lrs[c], backend=backend, dtype=str(dtype),
                                    seconds=seconds))

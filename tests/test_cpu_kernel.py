@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastlin
-from fastlin.kernels import cpu, reference, tuning
+from fastlin.kernels import cpu, host, reference, tuning
 from fastlin.kernels.cpu import layout, passes, strips, tiles
 from fastlin.model import layer_rates, to_normalized
 from helpers import random_problem, run_in_threads
@@ -264,7 +264,7 @@ def test_cpu_chains_at_recorded_steps(t):
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
 @pytest.mark.parametrize("dims, n", [([40, 256, 256, 512, 12], 16), ([23, 37, 5, 41, 7], 9), ([20, 16], 6)])
 def test_cpu_chains_at_both_pass_directions_on_fresh_nets(rng, dims, n, dtype, tol):
-    """chains() after an upward pass (prefix side cached) and a downward one (prefix side recomputed, compiled)."""
+    """chains() after an upward pass (suffix side recomputed) and a downward one (prefix side recomputed), compiled."""
     Ws, X, Y = random_problem(rng, dims, n)
     Ws, X, Y = [W.astype(dtype) for W in Ws], X.astype(dtype), Y.astype(dtype)
     lr = 0.3 * fastlin.theorem_lr(X.astype(np.float64), len(dims) - 1, dims[-1])
@@ -278,18 +278,56 @@ def test_cpu_chains_at_both_pass_directions_on_fresh_nets(rng, dims, n, dtype, t
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least two threads")
-def test_recomputed_chains_are_the_same_bits_on_one_thread_and_all(rng):
+@pytest.mark.parametrize("steps", [0, 1])
+def test_recomputed_chains_are_the_same_bits_on_one_thread_and_all(rng, steps):
+    """After 0 steps the prefix side is recomputed, after 1 the suffix side."""
     dims, n = [40, 256, 256, 512, 12], 16
     Ws, X, Y = random_problem(rng, dims, n)
     V = to_normalized(Ws, dims, np.float64)
     got = []
     for mode in ("one", "all"):
         state = cpu.init_state(V, X, Y, layer_rates(1e-3, dims))
-        assert state.ranges > 1 and state.phase == 0  # split net; the prefix side is recomputed
+        state.mode = "all"
+        cpu.run_steps(state, np.empty(steps), -np.inf)
+        assert state.ranges > 1 and state.phase == steps  # a split net
         state.mode = mode
-        got.append(cpu.chains(state)[0])
-    for a, b in zip(*got):
+        got.append(cpu.chains(state))
+    for a, b in zip(got[0][0] + got[0][1], got[1][0] + got[1][1]):
         np.testing.assert_array_equal(a, b)
+
+
+def _step0_levels(state):
+    """What the upward pass of step 0 reads: E(0), Z(0)^T (A2 level 1, new half), B_1..B_L (B2, new halves)."""
+    n, dy = state.X.shape[1], state.E.shape[0]
+    L = len(state.dims) - 1
+    return [state.E.copy(), state._A_level(1)[n:].copy()] + [state._B_level(j)[dy:].copy() for j in range(1, L + 1)]
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("dims, n", [([40, 256, 256, 512, 12], 16), ([23, 37, 5, 41, 7], 9), ([20, 16], 6),
+                                     ([9, 300, 3], 1), ([64, 1100, 1100, 10], 5)])
+def test_step0_chains_match_numpy_on_any_thread_count(rng, dims, n, dtype, tol):
+    """The compiled chains of step 0 (``passes.start_chains``) against NumPy's (``host.start_chains``), and the
+    same bits on one thread as on two row ranges."""
+    Ws, X, Y = random_problem(rng, dims, n)
+    V, X, Y = to_normalized(Ws, dims, dtype), X.astype(dtype), Y.astype(dtype)
+    eta = layer_rates(1e-3, dims)
+    threads = numba.get_num_threads()
+    got = []
+    try:
+        for T in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(T)
+            got.append(_step0_levels(cpu.State(V, X, Y, eta, ranges=2)))
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(got[0], got[-1]):
+        np.testing.assert_array_equal(a, b)
+    state = cpu.State(V, X, Y, eta)
+    state.E[:] = host.start_chains(state._A_level, state._B_level, [v.astype(np.float64) for v in V],
+                                   X.astype(np.float64), Y.astype(np.float64))
+    for a, want in zip(got[0], _step0_levels(state)):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, want, rtol=tol, atol=tol * np.max(np.abs(want)))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

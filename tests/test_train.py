@@ -3,12 +3,13 @@
 import gc
 import weakref
 
+import numba
 import numpy as np
 import pytest
 
 import fastlin
 from fastlin.kernels import load_backend, reference
-from fastlin.model import to_normalized
+from fastlin.model import each_layer, to_normalized, to_raw
 from helpers import direct_gd, direct_grads, direct_loss, random_problem, rel_err
 
 # (dims, n): L = 1, 2 and deeper; m < n; m = dy; dx != m; dx < m.
@@ -81,8 +82,9 @@ def test_inputs_unchanged(rng):
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_state_freed_on_return(backend, rng, monkeypatch):
-    """The state and its buffers die with the call, without a garbage collection (a reference cycle kept
-    the cpu backend's weight buffer, the size of all weights, alive until one)."""
+    """The state dies with the call and its buffers with the result (the weights may be the state's own, scaled
+    in place), without a garbage collection: a reference cycle kept the cpu backend's weight buffer, the size of
+    all weights, alive until one."""
     kernel = load_backend(backend)
     refs = []
 
@@ -99,6 +101,8 @@ def test_state_freed_on_return(backend, rng, monkeypatch):
     try:
         result = fastlin.train(Ws, X, Y, lr=1e-2, steps=3, backend=backend, record=[0, 3], ntk=[1])
         assert result.status == "completed" and refs
+        assert refs[0]() is None, "the state outlived the call"
+        del result
         alive = [type(r()).__name__ for r in refs if r() is not None]
         assert not alive, f"still alive after the call: {alive}"
     finally:
@@ -238,3 +242,62 @@ def test_auto_lr_refuses_what_it_cannot_use():
         fastlin.ntk.auto_lr(W, X, 2.0)
     with pytest.raises(ValueError, match="no learning rate"):
         fastlin.ntk.auto_lr([np.zeros_like(w) for w in W], X)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("steps", [0, 3])
+def test_returned_weights_are_separate_c_contiguous_arrays(backend, steps, rng):
+    """Raw weights come back C-contiguous (the cpu layout pads rows of width 256), one array per layer: writing
+    one changes no other, nor the inputs."""
+    Ws, X, Y = random_problem(rng, [12, 256, 256, 40, 3], 6)
+    copies = [W.copy() for W in Ws]
+    result = fastlin.train(Ws, X, Y, lr=1e-3, steps=steps, backend=backend)
+    expected_loss, expected_W = direct_gd(Ws, X, Y, 1e-3, steps=steps)
+    for W, W_ref in zip(result.weights, expected_W):
+        assert W.flags.c_contiguous and W.flags.writeable
+        assert rel_err(W, W_ref) < 1e-10
+    before = [W.copy() for W in result.weights]
+    for k, W in enumerate(result.weights):
+        W[...] = -1.0
+        assert all(np.array_equal(a, b) for a, b in zip(result.weights[k + 1:], before[k + 1:]))
+    assert all(np.array_equal(a, b) for a, b in zip(Ws, copies))
+
+
+def test_to_raw_in_place_scales_what_it_may_and_copies_the_rest(rng):
+    dims = [5, 4, 3, 2]
+    V = [rng.standard_normal((4, 5)), rng.standard_normal((3, 8))[:, :4], rng.standard_normal((2, 3))]
+    V[2].flags.writeable = False
+    want = [np.sqrt(d) * v for d, v in zip(dims[1:], V)]
+    got = to_raw(V, dims, in_place=True)
+    assert np.shares_memory(got[0], V[0]) and not np.shares_memory(got[1], V[1]) and got[2] is not V[2]
+    for a, b in zip(got, want):
+        assert a.flags.c_contiguous
+        np.testing.assert_array_equal(a, b)
+    fresh = to_raw(want, dims)
+    assert not any(np.shares_memory(a, b) for a, b in zip(fresh, want))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least two threads")
+def test_each_layer_spreads_large_work_over_threads_in_order(monkeypatch):
+    """Above HOST_THREADS_MIN_BYTES the layers run on several threads; results come back in order, errors raised."""
+    import threading
+
+    from fastlin.kernels import tuning
+
+    monkeypatch.setattr(tuning, "HOST_THREADS_MIN_BYTES", 100)
+    seen = set()
+
+    def fn(k):
+        seen.add(threading.get_ident())
+        return k * k
+
+    assert each_layer(fn, 9, 99) == [k * k for k in range(9)] and len(seen) == 1
+    assert each_layer(fn, 9, 100) == [k * k for k in range(9)] and len(seen) > 1
+
+    def fails(k):
+        if k == 5:
+            raise ValueError("layer 5")
+        return k
+
+    with pytest.raises(ValueError, match="layer 5"):
+        each_layer(fails, 9, 100)

@@ -11,15 +11,11 @@ Every backend (``reference``, ``cpu``, ``cuda``) exposes
   non-finite loss (DIVERGED) or a loss <= ``loss_stop`` (CONVERGED). Returns
   ``(steps_done, status)``.
 * ``weights(state)``: the current V_1..V_L; they may be views of the state's
-  buffers, valid until the next ``run_steps`` (copy them to keep them).
+  buffers, valid until the next ``run_steps`` (copy them to keep them; a
+  caller done with the state may keep and modify them instead).
 * ``empty_weights(dims, dtype)`` (optional): arrays for V_1..V_L laid out as
-  the backend stores them; ``init_state`` adopts such arrays without a copy.
-  Either fill them first, or set their ``fill`` attribute to a function
-  ``fill(k, out)`` that writes layer k into ``out``: ``init_state`` calls it
-  for k = 0..L-1, in order, just before it first reads that layer (``out``
-  rather than the arrays themselves, so that the function does not refer
-  to them: such a reference cycle would keep the buffer alive until the
-  garbage collector ran).
+  the backend stores them; ``init_state`` adopts such arrays, once filled,
+  without a copy.
 * ``chains(state)``: the prefix chains A_1..A_{L+1} (A_1 = X, A_{L+1} = f),
   suffix chains B_0..B_L (B_L = I) and the residual E = f - Y at the current
   step.

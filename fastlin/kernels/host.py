@@ -46,12 +46,8 @@ def level_offsets(dims, rows) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(rows * np.asarray(dims, dtype=np.int64))]).astype(np.int64)
 
 
-def start_chains(A_level, B_level, V, X, Y, fill=None):
-    """Fill the chain levels for step 0 (an upward pass) and return E(0) = f(0) - Y.
-
-    ``fill(k, V[k])``, if given, is called for k = 0..L-1 just before layer k is
-    first read (the forward pass goes first, so each layer is read while it
-    is still in cache from being filled).
+def start_chains(A_level, B_level, V, X, Y):
+    """Fill the chain levels for step 0 (an upward pass) with NumPy and return E(0) = f(0) - Y.
 
     ``A_level(j)`` and ``B_level(j)`` are writable views of level j of A2 and
     B2. Level 0 of A2 is X^T in both halves (read by ``read_chains`` only);
@@ -60,21 +56,19 @@ def start_chains(A_level, B_level, V, X, Y, fill=None):
     new half of A2's level 1 and the suffix chains B_1(0)..B_L(0) in the new
     halves of B2 (B_0 is read by no pass: ``read_chains`` forms it). Overflow
     is not an error here: a net that diverges at once gets a non-finite
-    loss(0), which the driver reports as a status.
+    loss(0), which the driver reports as a status. (The cpu backend forms
+    the same levels with its own compiled sweeps.)
     """
     L = len(V)
     n, dy = X.shape[1], Y.shape[0]
     A_level(0)[:] = np.concatenate([X.T, X.T])
     B = B_level(L)
     B[:] = np.concatenate([np.eye(dy)] * 2)
-    fill = fill or (lambda k, out: None)
     with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
-        fill(0, V[0])
         Z = V[0] @ X
         A_level(1)[n:] = Z.T
         f = Z
         for k in range(1, L):
-            fill(k, V[k])
             f = V[k] @ f
         for j in range(L - 1, 0, -1):  # B_j = B_{j+1} V_{j+1}, as reference.suffix_chain forms it
             B_below = B_level(j)
@@ -89,20 +83,21 @@ def first_layer(V1_start, S_T, X):
         return V1_start - S_T.T @ X.T
 
 
-def read_chains(V, X, phase, A_level, B_level, E, prefix=prefix_chain):
+def read_chains(V, X, phase, A_level, B_level, E, prefix=prefix_chain, suffix=suffix_chain):
     """Chains (A_1..A_{L+1}, B_0..B_L, E) at the current step: the cached side read, the other recomputed.
 
     After an upward pass (``phase`` 1) the new halves of A2 hold the prefix
     chains A(t); after a downward pass (``phase`` 0) the new halves of B2
     hold B_1..B_L (B_0 = B_1 V_1 is not formed by the kernels), and
-    ``prefix(V, X)`` recomputes A_1..A_{L+1} (a backend may pass compiled code).
+    ``prefix(V, X)`` recomputes A_1..A_{L+1}; ``suffix(V)`` recomputes
+    B_0..B_L in the other case (a backend may pass compiled code for both).
     """
     n, dy = X.shape[1], E.shape[0]
     L = len(V)
     with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
         if phase == 1:
             A = [A_level(j)[n:].T.copy() for j in range(L + 1)]
-            B = suffix_chain(V)
+            B = suffix(V)
         else:
             A = prefix(V, X)
             B = [B_level(j)[dy:].copy() for j in range(L + 1)]

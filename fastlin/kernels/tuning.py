@@ -34,4 +34,5 @@ DOWN_COLS = 8                   # columns of V per block chunk of a downward lay
 REDUCTION_BYTES = 16384         # shared memory of the partial-sum reduction; it runs in groups of slots that fit
 
 # ---- Driver -----------------------------------------------------------------------
+HOST_THREADS_MIN_BYTES = 1 << 22  # weights of this many bytes or more are normalized and scaled back layer by layer on all of Numba's threads (NumPy releases the GIL; fresh memory is faulted in on every core)
 CHUNK_SECONDS = 0.25            # chunks of steps per kernel call double until one takes this long (progress bars move, Python never loops per step)

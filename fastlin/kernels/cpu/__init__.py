@@ -57,7 +57,7 @@ import numpy as np
 from .. import host
 from ..reference import half_squared_norm
 from .layout import Data, Net, Scratch, line_aligned, row_stride
-from .passes import prefix_chains, run_chunk
+from .passes import prefix_chains, run_chunk, start_chains, suffix_chains
 from .threads import FLAG_STRIDE, chooser, run_on_threads, splits
 
 __all__ = ["State", "StoredWeights", "chains", "empty_weights", "init_state", "prepare", "run_steps", "splits",
@@ -112,10 +112,37 @@ class State:
         self.mode = "auto"
         self.chooser = chooser((tuple(self.dims), n, dtype.str), self.ranges)
         self.chunks_run = 0
-        self.E[:] = host.start_chains(self._A_level, self._B_level, V, X, Y, getattr(V, "fill", None))
+        self.E[:] = self._start_chains(X, Y)
         self.scratch.ET[0][:] = self.E.T
         self.loss0 = half_squared_norm(self.E)
         self.phase = 0
+
+    def _start_chains(self, X, Y):
+        """The chains of step 0 (an upward pass) from the stored weights; returns E(0) = f(0) - Y.
+
+        Level 0 of A2 is X^T in both halves (read by ``read_chains`` only),
+        the top level of B2 the identity in both halves (the top of every
+        downward pass). The upward pass of step 0 needs Z(0)^T = (V_1 X)^T in
+        the new half of A2's level 1 and B_1(0)..B_L(0) in the new halves of
+        B2: the kernel's own sweeps form them on the net's threads
+        (``start_chains``), the prefix side in a buffer of n rows per level.
+        Overflow is not an error here: a net that diverges at once gets a
+        non-finite loss(0), which the driver reports as a status.
+        """
+        n, dy = X.shape[1], Y.shape[0]
+        L = len(self.dims) - 1
+        self._A_level(0)[:] = np.concatenate([X.T, X.T])
+        self._B_level(L)[:] = np.concatenate([np.eye(dy)] * 2)
+        aoff = host.level_offsets(self.dims, n)
+        A = np.empty(aoff[-1], dtype=self.V.dtype)
+        A[:aoff[1]] = X.T.ravel()
+        T = _side_threads(self)
+        flags = np.zeros(T * FLAG_STRIDE, dtype=np.int64)
+        V, voff, dims, B2, boff = self.V, self.voff, self.dims, self.B2, self.boff
+        run_on_threads(T, lambda t: start_chains(t, T, flags, V, voff, dims, A, aoff, n, B2, boff, 2 * dy, dy))
+        self._A_level(1)[n:] = A[aoff[1]:aoff[2]].reshape(n, -1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return A[aoff[L]:aoff[L + 1]].reshape(n, dy).T - Y
 
     def _A_level(self, j):
         return self.A2[self.aoff[j]:self.aoff[j + 1]].reshape(-1, self.dims[j])
@@ -136,9 +163,9 @@ class State:
         return self.V[self.voff[k]:self.voff[k + 1]].reshape(self.dims[k + 1], -1)
 
     def layer(self, k):
-        """V_{k+1} as it is now (a view, except for the first layer)."""
+        """V_{k+1} as it is now (a view, except for the first layer once steps have run)."""
         Vk = self.stored(k)[:, :self.dims[k]]
-        if k == 0:
+        if k == 0 and self.chunks_run > 0:  # (before any step S = 0)
             Vk = host.first_layer(Vk, self.scratch.S_T, self.X)
         return Vk
 
@@ -148,7 +175,6 @@ class StoredWeights(list):
 
     def __init__(self, flat, voff, dims):
         self.flat, self.voff, self.dims, self.dtype = flat, voff, np.asarray(dims, dtype=np.int64), flat.dtype
-        self.fill = None  # or fill(k, out), writing layer k into out (kernels/__init__.py)
         super().__init__(flat[voff[k]:voff[k + 1]].reshape(int(dims[k + 1]), -1)[:, :int(dims[k])]
                          for k in range(len(dims) - 1))
 
@@ -208,27 +234,42 @@ def run_steps(state: State, loss_out, loss_stop: float):
 
 
 def weights(state: State):
-    """V_1..V_L now: views of the state's buffer (V_1 a new array), valid until the next ``run_steps``."""
+    """V_1..V_L now: views of the state's buffer (V_1 a new array once steps have run), valid until the next ``run_steps``."""
     return [state.layer(k) for k in range(len(state.dims) - 1)]
 
 
+def _side_threads(state: State) -> int:
+    """Threads for recomputing a side of the chains: the net's ranges, unless one thread is forced or fewer may run."""
+    return state.ranges if state.mode != "one" and numba.get_num_threads() >= state.ranges else 1
+
+
 def chains(state: State):
-    """Chains at the current step: the cached side is read, the other recomputed (the prefix side compiled)."""
+    """Chains at the current step: the cached side is read, the other recomputed by compiled sweeps."""
     V = [state.layer(k) for k in range(len(state.dims) - 1)]
+    dims = state.dims
+    T = _side_threads(state)
+    flags = np.zeros(T * FLAG_STRIDE, dtype=np.int64)
 
     def prefix(V, X):
         n = X.shape[1]
-        aoff = host.level_offsets(state.dims, n)
+        aoff = host.level_offsets(dims, n)
         A = np.empty(aoff[-1], dtype=state.V.dtype)
         A[:aoff[1]] = X.T.ravel()
-        # The net's row ranges on their threads, unless one thread is forced or all Numba may use now are fewer.
-        T = state.ranges if state.mode != "one" and numba.get_num_threads() >= state.ranges else 1
-        flags = np.zeros(T * FLAG_STRIDE, dtype=np.int64)
         V1 = np.ascontiguousarray(V[0])
-        run_on_threads(T, lambda t: prefix_chains(t, T, flags, state.V, state.voff, state.dims, V1, A, aoff, n))
-        return [A[aoff[j]:aoff[j + 1]].reshape(n, -1).T for j in range(len(state.dims))]
+        run_on_threads(T, lambda t: prefix_chains(t, T, flags, state.V, state.voff, dims, V1, A, aoff, n))
+        return [A[aoff[j]:aoff[j + 1]].reshape(n, -1).T for j in range(len(dims))]
 
-    return host.read_chains(V, state.X, state.phase, state._A_level, state._B_level, state.E, prefix)
+    def suffix(V):
+        dy = state.E.shape[0]
+        boff = host.level_offsets(dims, dy)
+        B = np.empty(boff[-1], dtype=state.V.dtype)
+        B[boff[-2]:] = np.eye(dy).ravel()
+        run_on_threads(T, lambda t: suffix_chains(t, T, flags, state.V, state.voff, dims, B, boff, dy, 0))
+        levels = [B[boff[j]:boff[j + 1]].reshape(dy, -1) for j in range(len(dims))]
+        levels[0] = levels[1] @ V[0]
+        return levels
+
+    return host.read_chains(V, state.X, state.phase, state._A_level, state._B_level, state.E, prefix, suffix)
 
 
 def prepare(dtype="float64") -> None:

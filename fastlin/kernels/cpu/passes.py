@@ -226,6 +226,31 @@ def run_chunk(t, T, R, flags, net, data, scratch, phase, loss_out, loss_stop, re
 
 
 @serial
+def _prefix_levels(t, T, flags, epoch, V, voff, dims, V1, A, aoff, n):
+    """Thread t's rows of A's levels 1..L (``prefix_chains``); returns the barrier epoch."""
+    lo, hi = unit_range(dims[1], t, T)
+    up_chain(V1, level(A, aoff, dims, 0, n), level(A, aoff, dims, 1, n), lo, hi, A, 0, 0)
+    epoch = barrier(flags, t, T, epoch)
+    for k in range(1, len(dims) - 1):
+        lo, hi = unit_range(dims[k + 1], t, T)
+        up_chain(stored_layer(V, voff, dims, k), level(A, aoff, dims, k, n), level(A, aoff, dims, k + 1, n),
+                 lo, hi, A, 0, 0)
+        epoch = barrier(flags, t, T, epoch)
+    return epoch
+
+
+@serial
+def _suffix_levels(t, T, flags, epoch, V, voff, dims, B, boff, rows, first):
+    """Thread t's columns of B's levels L-1..1 (``suffix_chains``); returns the barrier epoch."""
+    for k in range(len(dims) - 2, 0, -1):
+        c0, c1 = unit_range(dims[k], t, T)
+        down_chain_blocks(stored_layer(V, voff, dims, k), level(B, boff, dims, k + 1, rows)[first:],
+                          level(B, boff, dims, k, rows)[first:], c0, c1)
+        epoch = barrier(flags, t, T, epoch)
+    return epoch
+
+
+@serial
 def prefix_chains(t, T, flags, V, voff, dims, V1, A, aoff, n):
     """Thread t of T: its rows of the prefix chains of the current weights, into A's levels 1..L.
 
@@ -237,12 +262,28 @@ def prefix_chains(t, T, flags, V, voff, dims, V1, A, aoff, n):
     the passes (``unit_range``), so any T gives the same bits; the threads
     meet after each layer.
     """
-    epoch = np.int64(0)
-    lo, hi = unit_range(dims[1], t, T)
-    up_chain(V1, level(A, aoff, dims, 0, n), level(A, aoff, dims, 1, n), lo, hi, A, 0, 0)
-    epoch = barrier(flags, t, T, epoch)
-    for k in range(1, len(dims) - 1):
-        lo, hi = unit_range(dims[k + 1], t, T)
-        up_chain(stored_layer(V, voff, dims, k), level(A, aoff, dims, k, n), level(A, aoff, dims, k + 1, n),
-                 lo, hi, A, 0, 0)
-        epoch = barrier(flags, t, T, epoch)
+    _prefix_levels(t, T, flags, np.int64(0), V, voff, dims, V1, A, aoff, n)
+
+
+@serial
+def suffix_chains(t, T, flags, V, voff, dims, B, boff, rows, first):
+    """Thread t of T: its columns of the suffix chains of the stored weights, B_{L-1}..B_1, from B_L.
+
+    Level j of B is (rows, d_j) and holds B_j in its rows from ``first`` on
+    (the new half of the kernel's B2, or a buffer of d_y rows); level L
+    (the identity) is given. B_j = B_{j+1} V_{j+1} by the downward sweep's
+    strip kernel (``down_chain_blocks``) on columns split as in the passes,
+    so any T gives the same bits; the threads meet after each layer.
+    """
+    _suffix_levels(t, T, flags, np.int64(0), V, voff, dims, B, boff, rows, first)
+
+
+@serial
+def start_chains(t, T, flags, V, voff, dims, A, aoff, n, B, boff, rows, first):
+    """Thread t of T: the chains of step 0 from the stored weights, ``prefix_chains`` then ``suffix_chains``.
+
+    The upward sweep goes first and the downward one starts at the top
+    layer, which it has just read.
+    """
+    epoch = _prefix_levels(t, T, flags, np.int64(0), V, voff, dims, stored_layer(V, voff, dims, 0), A, aoff, n)
+    _suffix_levels(t, T, flags, epoch, V, voff, dims, B, boff, rows, first)
