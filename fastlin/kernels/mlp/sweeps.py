@@ -40,26 +40,12 @@ from typing import NamedTuple
 import numpy as np
 from ..cpu.threads import barrier
 from ..options import serial
-from ..tuning import LINE_BYTES
+from ..tuning import FORWARD_SAMPLES, LINE_BYTES, ROW_BLOCK, UPDATE_SAMPLES
 from . import COMPLETED, CROSS_ENTROPY, DIVERGED, RELU, TANH
 from .batches import draw_batch
 from .elementwise import activate, slope, tanh, tanh32
 from .tiles import TILE_ROWS, TILE_VECTORS, tile_row
 
-# Rows of W_i per block of the downward visit: a block of one strip
-# (64 x 32 float64 = 16 KiB) stays in L1 between the backward product and
-# the update that follows it.
-ROW_BLOCK = 64
-# Samples per block of the update W -= lr delta h^T: a block of one strip of
-# h^T (64 x 32 float64 = 16 KiB) stays in L1 next to the block of W while
-# every row tile of the block passes over it. (Unblocked, at full batch each
-# row tile streamed the strip's 1437 rows of h^T from L2.)
-UPDATE_SAMPLES = 64
-# Samples per block of the upward sweep: a block of h_{i-1} (256 x 128
-# float64 = 256 KiB) stays in L2 while every row tile of W_i passes over it.
-# (Without blocks, at full batch each row tile streamed all of h_{i-1} from
-# L3: 24 against 38 GFLOP/s per core.)
-FORWARD_SAMPLES = 128
 
 
 class Net(NamedTuple):
