@@ -27,8 +27,8 @@ FAR = 1.5                       # ... four times as rarely when it was more than
 NEWEST_WEIGHT = 0.5             # weight of the newest timing in a choice's running estimate
 
 # ---- CPU: nonlinear chains (kernels/mlp/sweeps.py) ------------------------------------
-ROW_BLOCK = 64                  # rows of W_i per block of the downward visit: a block of one strip (64 x 32 float64 = 16 KiB) stays in L1 between the backward product and the update after it
-UPDATE_SAMPLES = 64             # samples per block of the update W -= lr delta h^T: the block of h^T's strip (16 KiB) stays in L1 while every row tile of W's block passes over it
+ROW_BLOCK = 128                 # rows of W_i per block of the downward visit: a block of one strip (128 x 32 float64 = 32 KiB) is visited by the backward product, then updated while still in L1/L2
+UPDATE_SAMPLES = 128            # samples per block of the update W -= lr delta h^T: the block of h^T's strip (32 KiB) stays in L1/L2 while every row tile of W's block passes over it (at batch 128 each block of W is read and written once)
 FORWARD_SAMPLES = 128           # samples per block of the upward sweep: a block of h_{i-1} (256 x 128 float64 = 256 KiB) stays in L2 while every row tile of W_i passes over it
 
 # ---- CUDA ---------------------------------------------------------------------------
