@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
 
 import numpy as np
 
@@ -174,23 +173,15 @@ def each_layer(fn, count: int, nbytes: int) -> list:
         T = min(count, numba.get_num_threads())
     if T == 1:
         return [fn(k) for k in range(count)]
-    out, errors = [None] * count, []
+    from .kernels.cpu.threads import run_on_threads
+
+    out = [None] * count
 
     def work(t):
-        try:
-            for k in range(t, count, T):
-                out[k] = fn(k)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(exc)
+        for k in range(t, count, T):
+            out[k] = fn(k)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(1, T)]
-    for thread in threads:
-        thread.start()
-    work(0)
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    run_on_threads(T, work)
     return out
 
 
