@@ -234,7 +234,7 @@ def run_steps(state: State, loss_out, loss_stop: float):
 
 
 def weights(state: State):
-    """V_1..V_L now: views of the state's buffer (V_1 a new array once steps have run), valid until the next ``run_steps``."""
+    """V_1..V_L now: views of the state's buffer (V_1 new once steps have run), valid until the next ``run_steps``."""
     return [state.layer(k) for k in range(len(state.dims) - 1)]
 
 
