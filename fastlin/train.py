@@ -197,8 +197,7 @@ def train(weights, X, Y, *, lr, steps, backend=DEFAULT_BACKEND, dtype=None, rtol
             if time.perf_counter() - tick < CHUNK_SECONDS:
                 chunk *= 2
     _finish_history(loss, t, status)
-    with one_blas_thread():
-        final = to_raw(kernel.weights(state), dims, in_place=True)  # the state is done with
+    final = to_raw(kernel.weights(state), dims, in_place=True)  # the state is done with
     return TrainResult(loss=loss, weights=final,
                        status=STATUS_NAMES[status], steps_run=t, dims=dims, lr=lr,
                        backend=backend, dtype=str(dtype),

@@ -133,9 +133,7 @@ class State:
         L = len(self.dims) - 1
         self._A_level(0)[:] = np.concatenate([X.T, X.T])
         self._B_level(L)[:] = np.concatenate([np.eye(dy)] * 2)
-        aoff = host.level_offsets(self.dims, n)
-        A = np.empty(aoff[-1], dtype=self.V.dtype)
-        A[:aoff[1]] = X.T.ravel()
+        A, aoff = _prefix_buffer(self.dims, X, self.V.dtype)
         T = _side_threads(self)
         flags = np.zeros(T * FLAG_STRIDE, dtype=np.int64)
         V, voff, dims, B2, boff = self.V, self.voff, self.dims, self.B2, self.boff
@@ -238,6 +236,14 @@ def weights(state: State):
     return [state.layer(k) for k in range(len(state.dims) - 1)]
 
 
+def _prefix_buffer(dims, X, dtype):
+    """A flat buffer for the prefix chains transposed, level j (n, d_j), level 0 = X^T filled; and its offsets."""
+    aoff = host.level_offsets(dims, X.shape[1])
+    A = np.empty(aoff[-1], dtype=dtype)
+    A[:aoff[1]] = X.T.ravel()
+    return A, aoff
+
+
 def _side_threads(state: State) -> int:
     """Threads for recomputing a side of the chains: the net's ranges, unless one thread is forced or fewer may run."""
     return state.ranges if state.mode != "one" and numba.get_num_threads() >= state.ranges else 1
@@ -252,9 +258,7 @@ def chains(state: State):
 
     def prefix(V, X):
         n = X.shape[1]
-        aoff = host.level_offsets(dims, n)
-        A = np.empty(aoff[-1], dtype=state.V.dtype)
-        A[:aoff[1]] = X.T.ravel()
+        A, aoff = _prefix_buffer(dims, X, state.V.dtype)
         V1 = np.ascontiguousarray(V[0])
         run_on_threads(T, lambda t: prefix_chains(t, T, flags, state.V, state.voff, dims, V1, A, aoff, n))
         return [A[aoff[j]:aoff[j + 1]].reshape(n, -1).T for j in range(len(dims))]
