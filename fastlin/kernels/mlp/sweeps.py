@@ -38,6 +38,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from ..cpu.strips import _prefetch_block
 from ..cpu.threads import barrier
 from ..options import serial
 from ..tuning import FORWARD_SAMPLES, LINE_BYTES, ROW_BLOCK, UPDATE_SAMPLES
@@ -142,12 +143,14 @@ def _activate_row(row, bias, act):
 
 
 @serial
-def _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1):
+def _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1, next_row):
     """Units [u0, u1) of z_{k+1} = W_{k+1} h_k + b; a unit is 4 rows x a block of FORWARD_SAMPLES samples.
 
     Each unit: the product (a row of register tiles), then, while its rows
     are in L1, the bias and phi (not at the top) and, if ``keep``, h^T.
     Units run block by block, so a block of h_k stays in L2 over all rows.
+    Each unit first asks for the rows of W the next one reads (after the
+    last unit: rows ``next_row`` .. + 4 of the next layer, if next_row >= 0).
     """
     pi, po = net.pdims[k], net.pdims[k + 1]
     lanes = LINE_BYTES // H_in.itemsize
@@ -158,6 +161,12 @@ def _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1):
         j0 = u // tiles * FORWARD_SAMPLES
         r = u % tiles * TILE_ROWS
         width = min(FORWARD_SAMPLES, Bp - j0)
+        if u + 1 < u1:
+            r_next = (u + 1) % tiles * TILE_ROWS
+            _prefetch_block(net.W[net.woff[k]:], pi, r_next, r_next + TILE_ROWS, 0, pi)
+        elif next_row >= 0:
+            p_next = net.pdims[k + 2]
+            _prefetch_block(net.W[net.woff[k + 1]:], p_next, next_row, next_row + TILE_ROWS, 0, p_next)
         tile_row(net.W, net.woff[k] + r * pi, 1, pi, H_in, j0, Bp, net.dims[k], H_out, r * Bp + j0, Bp,
                  False, np.float64(0.0), width // lanes)
         for q in range(r, r + TILE_ROWS):
@@ -188,11 +197,18 @@ def _forward_sweep(t, T, flags, epoch, net, bufs, run, H0, Bp, keep):
     L = net.dims.size - 1
     blocks = (Bp + FORWARD_SAMPLES - 1) // FORWARD_SAMPLES
     H_out = bufs.Ha
+    u0, u1 = _share(blocks * (net.pdims[1] // TILE_ROWS), t, T)
     for k in range(L):
         H_in = H0 if k == 0 else (bufs.Ha if k % 2 == 1 else bufs.Hb)
         H_out = bufs.Ha if k % 2 == 0 else bufs.Hb
-        u0, u1 = _share(blocks * (net.pdims[k + 1] // TILE_ROWS), t, T)
-        _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1)
+        next_row, n0, n1 = -1, 0, 0
+        if k + 1 < L:
+            tiles = net.pdims[k + 2] // TILE_ROWS
+            n0, n1 = _share(blocks * tiles, t, T)
+            if n0 < n1:
+                next_row = n0 % tiles * TILE_ROWS
+        _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1, next_row)
+        u0, u1 = n0, n1
         epoch = barrier(flags, t, T, epoch)
     return H_out, epoch
 
@@ -234,11 +250,15 @@ def _loss_and_delta(net, data, run, F, DT):
 
 
 @serial
-def _down_strip(net, bufs, run, k, DT, GT, backprop, strip):
+def _down_strip(net, bufs, run, k, DT, GT, backprop, strip, next_k, next_c):
     """One column strip of W_{k+1}: g^T = delta^T W (if ``backprop``) and W -= lr delta h_k^T, block by block.
 
     Then, the strip's columns of g being complete, delta_k^T = phi'(z_k^T) * g^T
     on them in place (zero on the rows after the batch's samples).
+    While a block's backward product runs, it asks for the strip's h_k^T
+    (for the update) and for the block after it: the strip's next rows,
+    else the first block of the strip at column ``next_c`` of W_{next_k + 1}
+    (none if next_k < 0).
     """
     pi, po, do = net.pdims[k], net.pdims[k + 1], net.dims[k + 1]
     lanes = LINE_BYTES // net.W.itemsize
@@ -248,8 +268,17 @@ def _down_strip(net, bufs, run, k, DT, GT, backprop, strip):
     samples = _round_up(run.batch, TILE_ROWS)
     rows = _round_up(do, TILE_ROWS)
     for rb in range(0, do, ROW_BLOCK):
+        ak, ac, ar = k, c, rb + ROW_BLOCK
+        if ar >= do:
+            ak, ac, ar = next_k, next_c, 0
+        a_in = net.pdims[ak] if ak >= 0 else 0
+        a_rows = min(ROW_BLOCK, net.dims[ak + 1] - ar) if ak >= 0 else 0
+        a_cols = min(TILE_VECTORS * lanes, a_in - ac)
         if backprop:
             for j in range(0, samples, TILE_ROWS):
+                i0, i1 = ar + j * a_rows // samples, ar + (j + TILE_ROWS) * a_rows // samples
+                _prefetch_block(net.W[net.woff[ak]:] if ak >= 0 else net.W[:0], a_in, i0, i1, ac, ac + a_cols)
+                _prefetch_block(bufs.HT[h0:], pi, j, min(j + TILE_ROWS, run.batch), c, c + vectors * lanes)
                 tile_row(DT, j * po + rb, 1, po, net.W, w0 + rb * pi + c, pi, min(rb + ROW_BLOCK, do) - rb,
                          GT, j * pi + c, pi, rb > 0, np.float64(1.0), vectors)
         for j0 in range(0, run.batch, UPDATE_SAMPLES):
@@ -270,6 +299,13 @@ def _down_strip(net, bufs, run, k, DT, GT, backprop, strip):
             else:
                 for i in range(width):
                     g[i] = g[i] * slope(h[i], run.activation)
+
+
+@serial
+def _strips(net, k):
+    """Column strips of W_{k+1} (none for k < 0)."""
+    width = TILE_VECTORS * (LINE_BYTES // net.W.itemsize)
+    return (net.pdims[k] + width - 1) // width if k >= 0 else 0
 
 
 @serial
@@ -303,9 +339,12 @@ def run_thread(t, T, flags, net, bufs, data, run, loss_out, shared, result, star
             for k in range(L - 1, -1, -1):
                 DT = bufs.delta[(L - 1 - k) % 2]
                 GT = bufs.delta[(L - k) % 2]
-                s0, s1 = _share((net.pdims[k] + TILE_VECTORS * lanes - 1) // (TILE_VECTORS * lanes), t, T)
+                s0, s1 = _share(_strips(net, k), t, T)
                 for s in range(s0, s1):
-                    _down_strip(net, bufs, run, k, DT, GT, k > 0, s)
+                    next_k, next_c = k, (s + 1) * TILE_VECTORS * lanes
+                    if s + 1 == s1:
+                        next_k, next_c = k - 1, _share(_strips(net, k - 1), t, T)[0] * TILE_VECTORS * lanes
+                    _down_strip(net, bufs, run, k, DT, GT, k > 0, s, next_k, next_c)
                 if run.train_biases:
                     r0, r1 = _share(net.dims[k + 1], t, T)
                     _update_bias(net, bufs, run, k, DT, r0, r1)
