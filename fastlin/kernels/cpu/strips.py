@@ -250,7 +250,7 @@ def down_layer_cols(Vk, B_in, out, C, M, K, alpha, c0, c1):
 
 
 @serial
-def _prefetch_block(flat, din, r0, r1, c0, c1):
+def prefetch_block(flat, din, r0, r1, c0, c1):
     """Prefetch rows [r0, r1) x columns [c0, c1) of a (., din) matrix stored flat (``llvm.prefetch``)."""
     line = LINE_BYTES // flat.itemsize
     for r in range(r0, r1):
@@ -282,7 +282,7 @@ def down_layer_rows(Vk, B_in, part, acc, C, M, K, alpha, r0, r1, add):
         re = min(r + rows, r1)
         down_chain(Vk, B_in[:dy], terms[:dy], r, re, r == r0, 0, din)
         if ahead and re < r1:
-            _prefetch_block(flat, ld, re, min(re + rows, r1), 0, din)
+            prefetch_block(flat, ld, re, min(re + rows, r1), 0, din)
         add_product(Vk, C, M, K, alpha, r, re, 0, din)
         down_chain(Vk, B_in[dy:], terms[dy:], r, re, r == r0, 0, din)
     if add:

@@ -18,6 +18,11 @@ of the objective at the top):
   the next downward sweep); at the top softmax (or the residual), the loss
   of each sample and delta_L in one pass over the samples.
 
+Each sweep asks for what its next tiles read while the current ones run
+(``llvm.prefetch``): going up the next unit's rows of W, going down the
+next block of W and the strip's h^T. Without it, at (L, m, B) = (64, 128,
+128) the rows of W came from L3 slower than the tiles used them.
+
 All three products are register tiles (tiles.py). Layout: samples as
 columns for the forward (z_i, h_i: d_i x B, the tiles' vectors run over
 samples), samples as rows for the rest (h_i^T, delta_i^T, g^T: B x d_i, the
@@ -38,7 +43,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from ..cpu.strips import _prefetch_block
+from ..cpu.strips import prefetch_block
 from ..cpu.threads import barrier
 from ..options import serial
 from ..tuning import FORWARD_SAMPLES, LINE_BYTES, ROW_BLOCK, UPDATE_SAMPLES
@@ -163,10 +168,9 @@ def _forward_units(net, bufs, run, k, H_in, H_out, Bp, keep, u0, u1, next_row):
         width = min(FORWARD_SAMPLES, Bp - j0)
         if u + 1 < u1:
             r_next = (u + 1) % tiles * TILE_ROWS
-            _prefetch_block(net.W[net.woff[k]:], pi, r_next, r_next + TILE_ROWS, 0, pi)
+            prefetch_block(net.W[net.woff[k]:], pi, r_next, r_next + TILE_ROWS, 0, pi)
         elif next_row >= 0:
-            p_next = net.pdims[k + 2]
-            _prefetch_block(net.W[net.woff[k + 1]:], p_next, next_row, next_row + TILE_ROWS, 0, p_next)
+            prefetch_block(net.W[net.woff[k + 1]:], po, next_row, next_row + TILE_ROWS, 0, po)
         tile_row(net.W, net.woff[k] + r * pi, 1, pi, H_in, j0, Bp, net.dims[k], H_out, r * Bp + j0, Bp,
                  False, np.float64(0.0), width // lanes)
         for q in range(r, r + TILE_ROWS):
@@ -277,8 +281,8 @@ def _down_strip(net, bufs, run, k, DT, GT, backprop, strip, next_k, next_c):
         if backprop:
             for j in range(0, samples, TILE_ROWS):
                 i0, i1 = ar + j * a_rows // samples, ar + (j + TILE_ROWS) * a_rows // samples
-                _prefetch_block(net.W[net.woff[ak]:] if ak >= 0 else net.W[:0], a_in, i0, i1, ac, ac + a_cols)
-                _prefetch_block(bufs.HT[h0:], pi, j, min(j + TILE_ROWS, run.batch), c, c + vectors * lanes)
+                prefetch_block(net.W[net.woff[ak]:] if ak >= 0 else net.W[:0], a_in, i0, i1, ac, ac + a_cols)
+                prefetch_block(bufs.HT[h0:], pi, j, min(j + TILE_ROWS, run.batch), c, c + vectors * lanes)
                 tile_row(DT, j * po + rb, 1, po, net.W, w0 + rb * pi + c, pi, min(rb + ROW_BLOCK, do) - rb,
                          GT, j * pi + c, pi, rb > 0, np.float64(1.0), vectors)
         for j0 in range(0, run.batch, UPDATE_SAMPLES):
