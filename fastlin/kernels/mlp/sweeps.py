@@ -282,7 +282,8 @@ def _down_strip(net, bufs, run, k, DT, GT, backprop, strip, next_k, next_c):
             for j in range(0, samples, TILE_ROWS):
                 i0, i1 = ar + j * a_rows // samples, ar + (j + TILE_ROWS) * a_rows // samples
                 prefetch_block(net.W[net.woff[ak]:] if ak >= 0 else net.W[:0], a_in, i0, i1, ac, ac + a_cols)
-                prefetch_block(bufs.HT[h0:], pi, j, min(j + TILE_ROWS, run.batch), c, c + vectors * lanes)
+                if rb == 0:  # the strip's h^T, for the updates of every block
+                    prefetch_block(bufs.HT[h0:], pi, j, min(j + TILE_ROWS, run.batch), c, c + vectors * lanes)
                 tile_row(DT, j * po + rb, 1, po, net.W, w0 + rb * pi + c, pi, min(rb + ROW_BLOCK, do) - rb,
                          GT, j * pi + c, pi, rb > 0, np.float64(1.0), vectors)
         for j0 in range(0, run.batch, UPDATE_SAMPLES):
